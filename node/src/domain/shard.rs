@@ -1,0 +1,177 @@
+//! Rules for room content in a shard group: a gap-free sequence per room and at-most-once posts.
+
+use serde::{Deserialize, Serialize};
+use stoa_proto::{ApiError, ErrorCode, Message, Seq};
+
+/// The apply-time ceiling on a message's text. Nodes refuse longer text earlier with their
+/// configured (lower or equal) limit; this one is a constant so every replica decides alike.
+pub const TEXT_BYTES_MAX: usize = 1 << 20;
+
+/// A post as it is written into a Raft entry: author and timestamp fixed by the proposing node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposedPost {
+    pub room_id: u64,
+    pub room: String,
+    pub author: String,
+    pub client_msg_id: String,
+    pub text: String,
+    pub alert: bool,
+    pub ts_ms: u64,
+}
+
+/// What a post was given: its place in the room. A retried post answers the original outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostOutcome {
+    pub seq: Seq,
+    pub ts_ms: u64,
+}
+
+/// A message as stored under (room, seq).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub author: String,
+    pub text: String,
+    pub ts_ms: u64,
+    pub alert: bool,
+}
+
+impl StoredMessage {
+    pub fn into_message(self, room: &str, seq: Seq) -> Message {
+        Message {
+            room: room.to_string(),
+            seq,
+            author: self.author,
+            text: self.text,
+            ts_ms: self.ts_ms,
+            alert: self.alert,
+        }
+    }
+}
+
+/// The newest state of a room in its shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomHead {
+    pub name: String,
+    pub last_seq: Seq,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostDecision {
+    /// Store `message` at `outcome.seq` and advance the room's head to it.
+    Append {
+        outcome: PostOutcome,
+        message: StoredMessage,
+    },
+    /// The same (room, author, client message id) was applied before: answer its outcome again.
+    Duplicate(PostOutcome),
+    Refuse(ApiError),
+}
+
+/// Decide one post. `head` is the room's current head (none before its first message);
+/// `earlier` is the outcome recorded for the same client message id, if any.
+pub fn decide_post(
+    head: Option<&RoomHead>,
+    earlier: Option<PostOutcome>,
+    post: &ProposedPost,
+) -> PostDecision {
+    if let Some(outcome) = earlier {
+        return PostDecision::Duplicate(outcome);
+    }
+    if post.text.len() > TEXT_BYTES_MAX {
+        return PostDecision::Refuse(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("text of {} bytes exceeds {TEXT_BYTES_MAX}", post.text.len()),
+        ));
+    }
+    if post.client_msg_id.is_empty() {
+        return PostDecision::Refuse(ApiError::new(
+            ErrorCode::Invalid,
+            "client message id is empty",
+        ));
+    }
+    let last = head.map_or(Seq::ZERO, |h| h.last_seq);
+    PostDecision::Append {
+        outcome: PostOutcome {
+            seq: last.next(),
+            ts_ms: post.ts_ms,
+        },
+        message: StoredMessage {
+            author: post.author.clone(),
+            text: post.text.clone(),
+            ts_ms: post.ts_ms,
+            alert: post.alert,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(cid: &str, text: &str) -> ProposedPost {
+        ProposedPost {
+            room_id: 1,
+            room: "lobby".into(),
+            author: "ann".into(),
+            client_msg_id: cid.into(),
+            text: text.into(),
+            alert: false,
+            ts_ms: 42,
+        }
+    }
+
+    #[test]
+    fn first_post_gets_seq_one_and_next_follows_head() {
+        let d = decide_post(None, None, &post("a", "hi"));
+        let PostDecision::Append { outcome, message } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            outcome,
+            PostOutcome {
+                seq: Seq(1),
+                ts_ms: 42
+            }
+        );
+        assert_eq!(message.text, "hi");
+        let head = RoomHead {
+            name: "lobby".into(),
+            last_seq: Seq(41),
+        };
+        let d = decide_post(Some(&head), None, &post("b", "x"));
+        assert!(matches!(
+            d,
+            PostDecision::Append {
+                outcome: PostOutcome { seq: Seq(42), .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn retry_answers_the_first_outcome() {
+        let earlier = PostOutcome {
+            seq: Seq(7),
+            ts_ms: 1,
+        };
+        let head = RoomHead {
+            name: "lobby".into(),
+            last_seq: Seq(9),
+        };
+        assert_eq!(
+            decide_post(Some(&head), Some(earlier), &post("a", "hi")),
+            PostDecision::Duplicate(earlier)
+        );
+    }
+
+    #[test]
+    fn oversized_or_anonymous_posts_are_refused() {
+        let big = post("a", &"x".repeat(TEXT_BYTES_MAX + 1));
+        assert!(
+            matches!(decide_post(None, None, &big), PostDecision::Refuse(e) if e.code == ErrorCode::TooLarge)
+        );
+        assert!(
+            matches!(decide_post(None, None, &post("", "x")), PostDecision::Refuse(e) if e.code == ErrorCode::Invalid)
+        );
+    }
+}

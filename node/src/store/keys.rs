@@ -1,0 +1,108 @@
+//! Storage keys. Every key begins with the group id (u32 big-endian) so groups can later be moved or
+//! dropped by prefix; integers are big-endian so sled's byte order is numeric order.
+
+use crate::raft::GroupId;
+
+pub fn group_prefix(g: GroupId) -> [u8; 4] {
+    g.0.to_be_bytes()
+}
+
+/// `log`: group, index.
+pub fn log(g: GroupId, index: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&group_prefix(g));
+    k[4..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    key.get(4..12)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("slice of 8 bytes")))
+}
+
+/// `raft` tree tags.
+pub const VOTE: u8 = 1;
+pub const COMMITTED: u8 = 2;
+pub const LAST_PURGED: u8 = 3;
+
+pub fn raft(g: GroupId, tag: u8) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[..4].copy_from_slice(&group_prefix(g));
+    k[4] = tag;
+    k
+}
+
+/// `sm` tree tags.
+pub const APPLIED: u8 = 0;
+pub const MESSAGE: u8 = 1;
+pub const HEAD: u8 = 2;
+pub const DEDUP: u8 = 3;
+pub const META_STATE: u8 = 4;
+
+pub fn sm_tag(g: GroupId, tag: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    k.extend_from_slice(&group_prefix(g));
+    k.push(tag);
+    k
+}
+
+pub fn message(g: GroupId, room: u64, seq: u64) -> Vec<u8> {
+    let mut k = sm_tag(g, MESSAGE);
+    k.extend_from_slice(&room.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn message_seq(key: &[u8]) -> Option<u64> {
+    key.get(13..21)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("slice of 8 bytes")))
+}
+
+pub fn head(g: GroupId, room: u64) -> Vec<u8> {
+    let mut k = sm_tag(g, HEAD);
+    k.extend_from_slice(&room.to_be_bytes());
+    k
+}
+
+pub fn head_room(key: &[u8]) -> Option<u64> {
+    key.get(5..13)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("slice of 8 bytes")))
+}
+
+/// The author is length-prefixed so (author, client id) pairs cannot collide.
+pub fn dedup(g: GroupId, room: u64, author: &str, client_msg_id: &str) -> Vec<u8> {
+    let mut k = sm_tag(g, DEDUP);
+    k.extend_from_slice(&room.to_be_bytes());
+    k.extend_from_slice(&(author.len() as u32).to_be_bytes());
+    k.extend_from_slice(author.as_bytes());
+    k.extend_from_slice(client_msg_id.as_bytes());
+    k
+}
+
+/// A readable name of a key, for error messages.
+pub fn describe(key: &[u8]) -> String {
+    let group = key
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("slice of 4 bytes")));
+    format!("group {:?} key {}", group, hex::encode(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_group_then_number() {
+        assert!(log(GroupId(1), 255) < log(GroupId(1), 256));
+        assert!(log(GroupId(1), u64::MAX) < log(GroupId(2), 0));
+        assert!(message(GroupId(1), 7, 9) < message(GroupId(1), 7, 10));
+        assert!(message(GroupId(1), 7, u64::MAX) < message(GroupId(1), 8, 0));
+        assert_eq!(log_index(&log(GroupId(3), 42)), Some(42));
+        assert_eq!(message_seq(&message(GroupId(3), 1, 42)), Some(42));
+        assert_eq!(head_room(&head(GroupId(3), 77)), Some(77));
+        assert_ne!(
+            dedup(GroupId(1), 1, "ab", "c"),
+            dedup(GroupId(1), 1, "a", "bc")
+        );
+    }
+}

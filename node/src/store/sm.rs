@@ -1,0 +1,541 @@
+//! The state machine of one group (openraft storage-v2 `RaftStateMachine`): the meta directory for
+//! group 0, room content for shards. The rules come from [`crate::domain`]; this file only loads,
+//! applies and persists them. The applied log id is written in the same sled batch as the state it
+//! describes, so after a crash the two always agree and openraft re-applies exactly what is missing.
+
+use super::{blocking, decode_stored, encode_stored, keys, read_err, write_err, Store, StoreError};
+use crate::domain::meta::MetaState;
+use crate::domain::shard::{decide_post, PostDecision, PostOutcome, RoomHead, StoredMessage};
+use crate::raft::{
+    Command, CommandResult, Entry, GroupId, LogId, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
+};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock};
+use stoa_proto::{ApiError, ErrorCode, Message, Seq};
+use tokio::sync::{mpsc, watch};
+
+/// Messages a shard applied, in log order, for live fan-out: (room id, message).
+pub type AppliedPosts = Vec<(u64, Message)>;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// Read access to the meta directory for sessions; `changes` ticks after every applied batch.
+#[derive(Clone)]
+pub struct MetaView {
+    state: Arc<RwLock<MetaState>>,
+    changes: watch::Sender<u64>,
+}
+
+impl MetaView {
+    pub fn read<T>(&self, f: impl FnOnce(&MetaState) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Wait (up to `timeout`) until `f` answers `Some`, re-checking after each applied batch. Lets a
+    /// node that lags the meta leader by a few entries still find a user or room just created.
+    pub async fn wait_for<T>(
+        &self,
+        timeout: std::time::Duration,
+        f: impl Fn(&MetaState) -> Option<T>,
+    ) -> Option<T> {
+        let mut rx = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.read(&f) {
+                return Some(v);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.read(&f),
+            }
+        }
+    }
+}
+
+/// Read access to a shard's rooms for sessions and room actors.
+#[derive(Clone)]
+pub struct ShardView {
+    store: Arc<Store>,
+    group: GroupId,
+    heads: Arc<RwLock<HashMap<u64, RoomHead>>>,
+}
+
+impl ShardView {
+    pub fn last_seq(&self, room: u64) -> Seq {
+        let heads = self.heads.read().unwrap_or_else(|e| e.into_inner());
+        heads.get(&room).map_or(Seq::ZERO, |h| h.last_seq)
+    }
+
+    /// Messages of `room` with `after < seq < before`, oldest first; at most `limit`, taken from the
+    /// newest end when `newest` is set (scroll back) and from the oldest end otherwise (catch up).
+    pub async fn read(
+        &self,
+        room_id: u64,
+        room: String,
+        after: Seq,
+        before: Seq,
+        limit: usize,
+        newest: bool,
+    ) -> Result<Vec<Message>, StorageError> {
+        let store = self.store.clone();
+        let group = self.group;
+        blocking(move || {
+            if before.0 <= after.0.saturating_add(1) {
+                return Ok(Vec::new());
+            }
+            let range =
+                keys::message(group, room_id, after.0 + 1)..keys::message(group, room_id, before.0);
+            let iter = store.sm.range(range);
+            let mut out = Vec::with_capacity(limit.min(1024));
+            let mut push =
+                |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<(), StorageError> {
+                    let (k, v) = kv.map_err(read_err)?;
+                    let seq = keys::message_seq(&k).unwrap_or(0);
+                    let m: StoredMessage = decode_stored(&k, &v)?;
+                    out.push(m.into_message(&room, Seq(seq)));
+                    Ok(())
+                };
+            if newest {
+                for kv in iter.rev().take(limit) {
+                    push(kv)?;
+                }
+                out.reverse();
+            } else {
+                for kv in iter.take(limit) {
+                    push(kv)?;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+enum Kind {
+    Meta(MetaView),
+    Shard {
+        view: ShardView,
+        applied_tx: Option<mpsc::Sender<AppliedPosts>>,
+    },
+}
+
+struct Inner {
+    store: Arc<Store>,
+    group: GroupId,
+    kind: Kind,
+    applied: Mutex<AppliedState>,
+    /// Held while applying and while scanning for a snapshot, so a snapshot is one consistent cut.
+    write_lock: Mutex<()>,
+    snapshot_seq: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+impl StateMachine {
+    pub async fn open_meta(store: Arc<Store>) -> Result<(StateMachine, MetaView), StorageError> {
+        let view = MetaView {
+            state: Default::default(),
+            changes: watch::channel(0).0,
+        };
+        let sm = Self::open(store, GroupId::META, Kind::Meta(view.clone())).await?;
+        Ok((sm, view))
+    }
+
+    pub async fn open_shard(
+        store: Arc<Store>,
+        group: GroupId,
+        applied_tx: Option<mpsc::Sender<AppliedPosts>>,
+    ) -> Result<(StateMachine, ShardView), StorageError> {
+        let view = ShardView {
+            store: store.clone(),
+            group,
+            heads: Default::default(),
+        };
+        let sm = Self::open(
+            store,
+            group,
+            Kind::Shard {
+                view: view.clone(),
+                applied_tx,
+            },
+        )
+        .await?;
+        Ok((sm, view))
+    }
+
+    async fn open(
+        store: Arc<Store>,
+        group: GroupId,
+        kind: Kind,
+    ) -> Result<StateMachine, StorageError> {
+        let inner = Arc::new(Inner {
+            store,
+            group,
+            kind,
+            applied: Default::default(),
+            write_lock: Mutex::new(()),
+            snapshot_seq: Default::default(),
+        });
+        let i = inner.clone();
+        blocking(move || i.load()).await?;
+        Ok(StateMachine { inner })
+    }
+}
+
+impl Inner {
+    /// Load the in-memory parts (applied state, directory, room heads) from sled.
+    fn load(&self) -> Result<(), StorageError> {
+        let applied_key = keys::sm_tag(self.group, keys::APPLIED);
+        let applied = match self.store.sm.get(&applied_key).map_err(read_err)? {
+            Some(v) => decode_stored(&applied_key, &v)?,
+            None => AppliedState::default(),
+        };
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
+        match &self.kind {
+            Kind::Meta(view) => {
+                let key = keys::sm_tag(self.group, keys::META_STATE);
+                let state = match self.store.sm.get(&key).map_err(read_err)? {
+                    Some(v) => decode_stored(&key, &v)?,
+                    None => MetaState::default(),
+                };
+                *view.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+                view.changes.send_modify(|v| *v += 1);
+            }
+            Kind::Shard { view, .. } => {
+                let mut heads = HashMap::new();
+                for kv in self
+                    .store
+                    .sm
+                    .scan_prefix(keys::sm_tag(self.group, keys::HEAD))
+                {
+                    let (k, v) = kv.map_err(read_err)?;
+                    let room = keys::head_room(&k).ok_or_else(|| {
+                        read_err(StoreError::Corrupt {
+                            key: keys::describe(&k),
+                            reason: "short head key".into(),
+                        })
+                    })?;
+                    heads.insert(room, decode_stored(&k, &v)?);
+                }
+                *view.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_blocking(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<(Vec<CommandResult>, AppliedPosts), StorageError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut batch = sled::Batch::default();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut fanout = AppliedPosts::new();
+        let mut meta = match &self.kind {
+            Kind::Meta(view) => Some(view.read(|s| s.clone())),
+            Kind::Shard { .. } => None,
+        };
+        // Heads and dedup records changed by this batch, seen before the batch is written.
+        let mut heads: HashMap<u64, RoomHead> = HashMap::new();
+        let mut dedup: HashMap<Vec<u8>, PostOutcome> = HashMap::new();
+
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let result = match entry.payload {
+                EntryPayload::Blank => CommandResult::None,
+                EntryPayload::Membership(m) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                    CommandResult::None
+                }
+                EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
+                    Some(state) => CommandResult::Meta(state.apply(&cmd)),
+                    None => CommandResult::Meta(Err(wrong_group(self.group))),
+                },
+                EntryPayload::Normal(Command::Posts(posts)) => {
+                    let Kind::Shard { view, .. } = &self.kind else {
+                        results.push(CommandResult::Posts(vec![
+                            Err(wrong_group(self.group));
+                            posts.len()
+                        ]));
+                        continue;
+                    };
+                    let mut out = Vec::with_capacity(posts.len());
+                    for post in posts {
+                        let dkey = keys::dedup(
+                            self.group,
+                            post.room_id,
+                            &post.author,
+                            &post.client_msg_id,
+                        );
+                        let earlier = match dedup.get(&dkey) {
+                            Some(o) => Some(*o),
+                            None => match self.store.sm.get(&dkey).map_err(read_err)? {
+                                Some(v) => Some(decode_stored(&dkey, &v)?),
+                                None => None,
+                            },
+                        };
+                        let head = match heads.get(&post.room_id) {
+                            Some(h) => Some(h.clone()),
+                            None => view
+                                .heads
+                                .read()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get(&post.room_id)
+                                .cloned(),
+                        };
+                        match decide_post(head.as_ref(), earlier, &post) {
+                            PostDecision::Append { outcome, message } => {
+                                let key = keys::message(self.group, post.room_id, outcome.seq.0);
+                                batch.insert(key, encode_stored(&message)?);
+                                batch.insert(dkey.clone(), encode_stored(&outcome)?);
+                                dedup.insert(dkey, outcome);
+                                heads.insert(
+                                    post.room_id,
+                                    RoomHead {
+                                        name: post.room.clone(),
+                                        last_seq: outcome.seq,
+                                    },
+                                );
+                                fanout.push((
+                                    post.room_id,
+                                    message.into_message(&post.room, outcome.seq),
+                                ));
+                                out.push(Ok(outcome));
+                            }
+                            PostDecision::Duplicate(outcome) => out.push(Ok(outcome)),
+                            PostDecision::Refuse(e) => out.push(Err(e)),
+                        }
+                    }
+                    CommandResult::Posts(out)
+                }
+            };
+            results.push(result);
+        }
+
+        for (room, head) in &heads {
+            batch.insert(keys::head(self.group, *room), encode_stored(head)?);
+        }
+        if let Some(state) = &meta {
+            batch.insert(
+                keys::sm_tag(self.group, keys::META_STATE),
+                encode_stored(state)?,
+            );
+        }
+        batch.insert(
+            keys::sm_tag(self.group, keys::APPLIED),
+            encode_stored(&applied)?,
+        );
+        self.store.sm.apply_batch(batch).map_err(write_err)?;
+
+        // Publish to readers only after the batch is in sled, so a reader never sees a head whose
+        // messages it cannot read.
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
+        match &self.kind {
+            Kind::Meta(view) => {
+                if let Some(state) = meta {
+                    *view.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+                    view.changes.send_modify(|v| *v += 1);
+                }
+            }
+            Kind::Shard { view, .. } => {
+                view.heads
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(heads);
+            }
+        }
+        Ok((results, fanout))
+    }
+
+    fn build_snapshot_blocking(&self) -> Result<Snapshot, StorageError> {
+        let (rows, applied) = {
+            let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for kv in self.store.sm.scan_prefix(keys::group_prefix(self.group)) {
+                let (k, v) = kv.map_err(read_err)?;
+                rows.push((k.to_vec(), v.to_vec()));
+            }
+            (
+                rows,
+                self.applied
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            )
+        };
+        let n = self
+            .snapshot_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot_id = match applied.last_applied {
+            Some(id) => format!("{}-{}-{}-{n}", self.group, id.leader_id, id.index),
+            None => format!("{}-none-{n}", self.group),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership.clone(),
+            snapshot_id,
+        };
+        let data = encode_stored(&rows)?;
+        self.save_snapshot(&meta, &data)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.to_vec(),
+        };
+        self.store
+            .snap
+            .insert(keys::group_prefix(self.group), encode_stored(&stored)?)
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Replace this group's state with a snapshot's rows. The rows come from a peer: every key must
+    /// belong to this group, or nothing is changed.
+    fn install_blocking(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
+        let prefix = keys::group_prefix(self.group);
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = decode_stored(&prefix, &data)?;
+        if let Some((k, _)) = rows.iter().find(|(k, _)| !k.starts_with(&prefix)) {
+            return Err(read_err(StoreError::Corrupt {
+                key: keys::describe(k),
+                reason: format!("snapshot for {} holds a key of another group", self.group),
+            }));
+        }
+        {
+            let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut batch = sled::Batch::default();
+            for kv in self.store.sm.scan_prefix(prefix) {
+                let (k, _) = kv.map_err(read_err)?;
+                batch.remove(k);
+            }
+            for (k, v) in rows {
+                batch.insert(k, v);
+            }
+            let applied = AppliedState {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+            batch.insert(
+                keys::sm_tag(self.group, keys::APPLIED),
+                encode_stored(&applied)?,
+            );
+            self.store.sm.apply_batch(batch).map_err(write_err)?;
+            self.save_snapshot(meta, &data)?;
+        }
+        self.load()
+    }
+}
+
+fn wrong_group(g: GroupId) -> ApiError {
+    ApiError::new(
+        ErrorCode::Internal,
+        format!("command sent to the wrong kind of group ({g})"),
+    )
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.build_snapshot_blocking()).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let a = self
+            .inner
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok((a.last_applied, a.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let inner = self.inner.clone();
+        let (results, fanout) = blocking(move || inner.apply_blocking(entries)).await?;
+        if let Kind::Shard {
+            applied_tx: Some(tx),
+            ..
+        } = &self.inner.kind
+        {
+            if !fanout.is_empty() {
+                // Bounded: if fan-out falls behind, apply waits rather than grow memory. A closed
+                // channel means the node is shutting down; the data is stored regardless.
+                let _ = tx.send(fanout).await;
+            }
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        let meta = meta.clone();
+        blocking(move || inner.install_blocking(&meta, snapshot.into_inner())).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let key = keys::group_prefix(inner.group);
+            match inner.store.snap.get(key).map_err(read_err)? {
+                Some(v) => {
+                    let s: StoredSnapshot = decode_stored(&key, &v)?;
+                    Ok(Some(Snapshot {
+                        meta: s.meta,
+                        snapshot: Box::new(Cursor::new(s.data)),
+                    }))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,152 @@
+//! Frames of the client protocol.
+//!
+//! A client opens one bidirectional stream per connection. It sends [`ClientFrame::Hello`] first, then
+//! any number of [`ClientFrame::Request`]s, each with an id of its choosing; the node answers each with
+//! a [`ServerFrame::Response`] carrying that id, in any order, and pushes [`ServerFrame::Event`]s for
+//! the rooms the client subscribed to. Many requests may be in flight at once.
+
+use crate::{ApiError, NodeId, Seq};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    Hello(Hello),
+    Request { id: u64, body: Request },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Post to a room. A retry with the same `client_msg_id` is applied once and answers the same seq.
+    Post(Post),
+    /// Last `default_chat_history` messages, then live delivery from there on.
+    Join {
+        room: String,
+    },
+    /// A page of stored messages, oldest first. `before`: the page just before that seq (scroll back);
+    /// `after`: the page just after it (catch up); neither: the newest page.
+    History {
+        room: String,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: u32,
+    },
+    /// Live delivery of a room. With `after`, the node first sends every stored message after that seq
+    /// (at most `subscribe_backlog_max` of them), then live ones, with no gap and no duplicate.
+    Subscribe {
+        room: String,
+        after: Option<Seq>,
+    },
+    Unsubscribe {
+        room: String,
+    },
+    /// Administrators only. Answers the new user's token.
+    CreateUser {
+        name: String,
+        admin: bool,
+    },
+    CreateRoom {
+        name: String,
+        description: String,
+    },
+    ListRooms,
+    WhoAmI,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Post {
+    pub room: String,
+    pub client_msg_id: String,
+    pub text: String,
+    pub alert: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    Welcome(Welcome),
+    Response {
+        id: u64,
+        result: Result<Response, ApiError>,
+    },
+    Event(Event),
+    /// The node closes the stream after this (bad hello, protocol error, shutdown).
+    Goodbye(ApiError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub version: u32,
+    pub node: NodeId,
+    pub user: String,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Posted {
+        seq: Seq,
+        ts_ms: u64,
+    },
+    Joined {
+        room: String,
+        messages: Vec<Message>,
+        last_seq: Seq,
+    },
+    History {
+        room: String,
+        messages: Vec<Message>,
+        last_seq: Seq,
+    },
+    Subscribed {
+        room: String,
+        last_seq: Seq,
+    },
+    Unsubscribed {
+        room: String,
+    },
+    UserCreated {
+        name: String,
+        token: String,
+    },
+    RoomCreated(RoomInfo),
+    Rooms(Vec<RoomInfo>),
+    WhoAmI {
+        user: String,
+        admin: bool,
+        node: NodeId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    Message(Message),
+    /// Live delivery of the room stopped because this connection did not keep up; `after` is the
+    /// last seq queued for it. Subscribe again with `after` to resume from history.
+    Lagged {
+        room: String,
+        after: Seq,
+    },
+}
+
+/// A stored message as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub room: String,
+    pub seq: Seq,
+    pub author: String,
+    pub text: String,
+    pub ts_ms: u64,
+    pub alert: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub description: String,
+    pub shard: u32,
+}
