@@ -1,0 +1,162 @@
+//! The defaults table: every section, every field, its type, its default and its documentation, in one
+//! place. The [`sections!`] macro turns it into the section structs, their `Default` impls and
+//! [`SECTION_DOCS`] (which [`crate::documented_defaults`] renders), so the three cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use stoa_proto::NodeId;
+
+/// Documentation of one section, as written in the defaults table.
+pub(crate) struct SectionDoc {
+    /// The section's key in the TOML file, e.g. `limits`.
+    pub(crate) key: &'static str,
+    /// Doc comment lines of the section struct.
+    pub(crate) doc: &'static [&'static str],
+    /// `(field, doc comment lines)` in declaration order.
+    pub(crate) fields: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// Declares config sections: `[key] pub struct Name { /// doc \n pub field: Type = default, ... }`.
+macro_rules! sections {
+    ($(
+        $(#[doc = $section_doc:literal])*
+        [$key:ident] pub struct $name:ident {
+            $(
+                $(#[doc = $field_doc:literal])*
+                pub $field:ident: $ty:ty = $default:expr,
+            )*
+        }
+    )*) => {
+        $(
+            $(#[doc = $section_doc])*
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(default, deny_unknown_fields)]
+            pub struct $name {
+                $(
+                    $(#[doc = $field_doc])*
+                    pub $field: $ty,
+                )*
+            }
+
+            impl Default for $name {
+                fn default() -> Self {
+                    $name { $($field: $default,)* }
+                }
+            }
+        )*
+
+        /// Every section's documentation, in file order.
+        pub(crate) const SECTION_DOCS: &[SectionDoc] = &[$(
+            SectionDoc {
+                key: stringify!($key),
+                doc: &[$($section_doc),*],
+                fields: &[$((stringify!($field), &[$($field_doc),*])),*],
+            },
+        )*];
+    };
+}
+
+sections! {
+    /// This node: its identity, where it listens and where it keeps its data.
+    [node] pub struct NodeSection {
+        /// Id of this node in the cluster and in every Raft group; must be listed in cluster.peers
+        /// when peers is not empty.
+        pub id: NodeId = NodeId(1),
+        /// UDP address (QUIC) for clients and peers, as ip:port.
+        pub listen: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7400),
+        /// Directory of the Raft logs, snapshots and state machines. A relative path is relative to
+        /// the working directory the node is started in.
+        pub data_dir: PathBuf = PathBuf::from("stoa-data"),
+    }
+
+    /// Cluster membership and sharding.
+    [cluster] pub struct ClusterSection {
+        /// Number of Raft groups (shards) rooms are spread over, 1..=64. Fixed for the lifetime of
+        /// the cluster.
+        pub shards: u32 = 4,
+        /// Every voting member including this node, as [[cluster.peers]] tables with id and addr
+        /// (ip:port). Empty means a single-node cluster. Not settable from the environment.
+        pub peers: Vec<PeerConfig> = Vec::new(),
+        /// When true, this node initializes the Raft groups with peers as members (or itself alone
+        /// when peers is empty) if they are not initialized yet. Set it on one node only.
+        pub bootstrap: bool = false,
+    }
+
+    /// TLS files (PEM). When the config is loaded from a file, relative paths are relative to the
+    /// config file's directory.
+    [tls] pub struct TlsSection {
+        /// Certificate of the cluster CA, which signs every node certificate.
+        pub ca_cert: PathBuf = PathBuf::from("ca.pem"),
+        /// This node's certificate chain, signed by the CA.
+        pub node_cert: PathBuf = PathBuf::from("node.pem"),
+        /// This node's private key.
+        pub node_key: PathBuf = PathBuf::from("node.key"),
+    }
+
+    /// Raft timing and log compaction, shared by every group on this node.
+    [raft] pub struct RaftSection {
+        /// Interval between leader heartbeats, in milliseconds; below election_timeout_min_ms.
+        pub heartbeat_interval_ms: u64 = 100,
+        /// Lower bound of the randomized election timeout, in milliseconds.
+        pub election_timeout_min_ms: u64 = 500,
+        /// Upper bound of the randomized election timeout, in milliseconds; above
+        /// election_timeout_min_ms.
+        pub election_timeout_max_ms: u64 = 1000,
+        /// Timeout of one Raft RPC to a peer, in milliseconds.
+        pub rpc_timeout_ms: u64 = 2000,
+        /// Log entries applied since the last snapshot that trigger a new snapshot, in entries.
+        pub snapshot_logs_since_last: u64 = 50_000,
+        /// Log entries sent in one append-entries RPC, in entries.
+        pub max_payload_entries: u64 = 256,
+    }
+
+    /// Limits on everything a client or the cluster can make this node hold. Every limit is above 0
+    /// except posts_per_s_per_connection_max, where 0 means unlimited.
+    [limits] pub struct LimitsSection {
+        /// Largest frame payload accepted or sent, in bytes; 1024..=16777216 (the protocol's hard
+        /// bound).
+        pub frame_bytes_max: usize = 1 << 20,
+        /// Largest message text, in bytes (UTF-8); below frame_bytes_max.
+        pub message_text_bytes_max: usize = 16_384,
+        /// Most messages returned by one history request, in messages.
+        pub history_page_max: u32 = 500,
+        /// Most past messages replayed when subscribing to a room, in messages.
+        pub subscribe_backlog_max: u32 = 1000,
+        /// Frames queued for sending to one connection before it is dropped as too slow, in frames.
+        pub send_queue_frames_max: usize = 4096,
+        /// Concurrent client connections on this node, in connections.
+        pub connections_max: usize = 20_000,
+        /// Requests one connection may have in flight at once, in requests.
+        pub requests_in_flight_max: usize = 64,
+        /// Posts batched into one Raft proposal, in posts; at most proposal_queue_posts_max.
+        pub proposal_batch_posts_max: usize = 512,
+        /// Posts waiting for a proposal on one shard before new posts are refused, in posts.
+        pub proposal_queue_posts_max: usize = 16_384,
+        /// Raft proposals one shard may have in flight at once, in proposals.
+        pub proposals_in_flight_max: usize = 16,
+        /// Messages queued in one room actor's mailbox before senders are refused, in messages.
+        pub room_mailbox_max: usize = 4096,
+        /// Time a client connection may stay silent before it is closed, in milliseconds.
+        pub client_idle_timeout_ms: u64 = 30_000,
+        /// Posts one connection may send per second, in posts per second; 0 means unlimited.
+        pub posts_per_s_per_connection_max: u32 = 2000,
+    }
+
+    /// Chat behaviour.
+    [chat] pub struct ChatSection {
+        /// Messages returned by a history request that does not say how many, in messages;
+        /// 1..=500 and at most limits.history_page_max.
+        pub default_chat_history: u32 = 30,
+    }
+}
+
+/// One voting member of the cluster. Both fields are required: a peer has no sensible default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's node id.
+    pub id: NodeId,
+    /// The peer's UDP address (QUIC), as ip:port.
+    pub addr: SocketAddr,
+}
