@@ -4,7 +4,22 @@
 //! - [`domain`]: chat rules as pure functions (meta directory, room sequence and dedup).
 //! - [`raft`]: the openraft type configuration, replicated commands, and the peer network.
 //! - [`store`]: sled storage of every group: log, vote, state machines, snapshots, the flusher.
+//! - [`net`]: QUIC: TLS and certificates, node-to-node RPC, client sessions.
+//! - [`propose`]: committing commands (leader forwarding, retries) and per-shard post batching.
+//! - [`fanout`]: actix room actors delivering committed messages to local sessions.
+//! - [`node`]: assembling and running one node; [`dev`]: a local cluster in one process.
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it at every
+// call would only move the cost. Errors are the cold path here.
+#![allow(clippy::result_large_err)]
+
+pub mod dev;
 pub mod domain;
+pub mod fanout;
+pub mod net;
+pub mod node;
+pub mod propose;
 pub mod raft;
 pub mod store;
+
+pub use node::{start, NodeCtx, NodeError, NodeHandle};

@@ -1,0 +1,209 @@
+//! A local cluster of nodes in one process: `stoa-node dev`, and the in-process cluster of the tests.
+//!
+//! Layout of its directory: `ca.pem` / `ca.key` (the cluster CA), `certs/node-N.{pem,key}`,
+//! `node-N/` (each node's data), and `admin.token`. Started again on the same directory it reuses
+//! all of it and comes back with its history.
+
+use crate::domain::meta::{shard_for_room, MetaCommand};
+use crate::net::tls::{self, NodeTls};
+use crate::node::{NodeError, NodeHandle, ADMIN_TOKEN_FILE, ADMIN_USER};
+use crate::raft::{Command, CommandResult, GroupId};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stoa_config::{NodeConfig, PeerConfig};
+use stoa_proto::{ErrorCode, NodeId};
+
+pub const DEMO_ROOM: &str = "lobby";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    configs: Vec<NodeConfig>,
+    tls: Vec<NodeTls>,
+    /// `None` while a node is stopped.
+    pub nodes: Vec<Option<NodeHandle>>,
+}
+
+impl LocalCluster {
+    /// Configurations for `n` nodes on the given addresses, data under `dir`, node 1 bootstrapping.
+    pub fn configs(dir: &Path, addrs: &[SocketAddr], shards: u32) -> Vec<NodeConfig> {
+        let peers: Vec<PeerConfig> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| PeerConfig {
+                id: NodeId(i as u64 + 1),
+                addr: *a,
+            })
+            .collect();
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut c = NodeConfig::default();
+                c.node.id = NodeId(i as u64 + 1);
+                c.node.listen = *a;
+                c.node.data_dir = dir.join(format!("node-{}", i + 1));
+                c.cluster.shards = shards;
+                c.cluster.peers = peers.clone();
+                c.cluster.bootstrap = i == 0;
+                c
+            })
+            .collect()
+    }
+
+    /// Start a cluster from configurations (see [`LocalCluster::configs`]), making or reusing the
+    /// CA and node certificates in `dir`.
+    pub async fn start(dir: &Path, configs: Vec<NodeConfig>) -> Result<LocalCluster, DevError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DevError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+        let ids: Vec<NodeId> = configs.iter().map(|c| c.node.id).collect();
+        let tls = load_or_make_certs(dir, &ids)?;
+        let mut cluster = LocalCluster {
+            dir: dir.to_path_buf(),
+            configs,
+            tls,
+            nodes: Vec::new(),
+        };
+        for i in 0..cluster.configs.len() {
+            let node =
+                crate::node::start(cluster.configs[i].clone(), cluster.tls[i].clone()).await?;
+            cluster.nodes.push(Some(node));
+        }
+        Ok(cluster)
+    }
+
+    /// Wait for leaders in every group, the administrator's token, and the demo room.
+    pub async fn ready(&self, timeout: Duration) -> Result<String, DevError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for node in self.nodes.iter().flatten() {
+            if !node
+                .wait_ready(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await
+            {
+                return Err(DevError::Setup(format!(
+                    "node {} found no leaders within {timeout:?}",
+                    node.id()
+                )));
+            }
+        }
+        let token_file = self.configs[0].node.data_dir.join(ADMIN_TOKEN_FILE);
+        let token = loop {
+            if let Ok(t) = std::fs::read_to_string(&token_file) {
+                break t.trim().to_string();
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(DevError::Setup(format!(
+                    "no administrator token in {}",
+                    token_file.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        std::fs::write(self.dir.join(ADMIN_TOKEN_FILE), format!("{token}\n"))
+            .map_err(|e| DevError::Setup(format!("cannot write the admin token: {e}")))?;
+        self.ensure_room(DEMO_ROOM, "Say hello").await?;
+        Ok(token)
+    }
+
+    pub async fn ensure_room(&self, name: &str, description: &str) -> Result<(), DevError> {
+        let node = self
+            .nodes
+            .iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| DevError::Setup("no node running".into()))?;
+        let shards = node.ctx.config.cluster.shards;
+        let cmd = MetaCommand::CreateRoom {
+            by: ADMIN_USER.into(),
+            name: name.into(),
+            description: description.into(),
+            shard: shard_for_room(name, shards),
+            shard_count: shards,
+        };
+        match node
+            .ctx
+            .proposals
+            .propose(GroupId::META, Command::Meta(cmd))
+            .await
+        {
+            Ok(CommandResult::Meta(Ok(_))) => Ok(()),
+            Ok(CommandResult::Meta(Err(e))) if e.code == ErrorCode::AlreadyExists => Ok(()),
+            other => Err(DevError::Setup(format!(
+                "cannot create room {name}: {other:?}"
+            ))),
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &NodeHandle {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.configs.iter().map(|c| c.node.listen).collect()
+    }
+
+    pub fn ca_pem_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Stop node `i` (0-based); its data directory stays.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.shutdown().await;
+        }
+    }
+
+    /// Start node `i` again on its data directory.
+    pub async fn restart(&mut self, i: usize) -> Result<(), DevError> {
+        self.stop(i).await;
+        let node = crate::node::start(self.configs[i].clone(), self.tls[i].clone()).await?;
+        self.nodes[i] = Some(node);
+        Ok(())
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+fn load_or_make_certs(dir: &Path, ids: &[NodeId]) -> Result<Vec<NodeTls>, DevError> {
+    let certs = dir.join("certs");
+    let paths = |id: NodeId| {
+        (
+            certs.join(tls::node_cert_file(id)),
+            certs.join(tls::node_key_file(id)),
+        )
+    };
+    let complete = dir.join("ca.pem").exists()
+        && ids
+            .iter()
+            .all(|&id| paths(id).0.exists() && paths(id).1.exists());
+    if !complete {
+        let generated = tls::generate(ids)?;
+        tls::write_generated(&certs, &generated)?;
+        std::fs::copy(certs.join("ca.pem"), dir.join("ca.pem")).map_err(|e| {
+            DevError::Setup(format!(
+                "cannot write {}: {e}",
+                dir.join("ca.pem").display()
+            ))
+        })?;
+    }
+    ids.iter()
+        .map(|&id| {
+            let (cert, key) = paths(id);
+            NodeTls::load(&dir.join("ca.pem"), &cert, &key).map_err(DevError::from)
+        })
+        .collect()
+}

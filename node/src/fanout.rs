@@ -1,0 +1,437 @@
+//! Live delivery: one actix actor per room with local subscribers, on a dedicated actix system
+//! thread. Shard state machines hand applied messages to the [`Fanout`] dispatcher, which encodes
+//! each message into a frame once and passes the shared bytes to the room's actor; the actor copies
+//! only the `Bytes` handle into each subscriber's bounded send queue. A subscriber whose queue is full
+//! is cut from live delivery and told so (it resumes from history); it never grows memory.
+//!
+//! Ordering: a room actor is created with the room's applied head read under the registry lock, and
+//! ignores committed messages at or below what it has seen, so a subscriber gets every message once,
+//! in order, whatever the race between apply, dispatch and actor creation.
+
+use crate::store::sm::{AppliedPosts, ShardView};
+use actix::prelude::*;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use stoa_proto::{
+    encode_frame, ApiError, ErrorCode, Event, Message as ChatMessage, Seq, ServerFrame,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Where a session receives frames, and how it learns it was cut from a room's live delivery.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub id: u64,
+    pub tx: mpsc::Sender<Bytes>,
+    pub lagged: Arc<Lagged>,
+}
+
+/// Rooms whose live delivery stopped for a session, with the last seq queued for it.
+#[derive(Default)]
+pub struct Lagged {
+    rooms: Mutex<HashMap<String, Seq>>,
+    pub notify: Notify,
+}
+
+impl Lagged {
+    fn mark(&self, room: &str, after: Seq) {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.to_string(), after);
+        self.notify.notify_one();
+    }
+
+    pub fn take(&self) -> Vec<(String, Seq)> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect()
+    }
+}
+
+static NEXT_SUBSCRIBER: AtomicU64 = AtomicU64::new(1);
+
+pub fn next_subscriber_id() -> u64 {
+    NEXT_SUBSCRIBER.fetch_add(1, Ordering::Relaxed)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutLimits {
+    pub frame_bytes_max: usize,
+    pub subscribe_backlog_max: u32,
+    pub room_mailbox_max: usize,
+}
+
+/// The node's handle on live delivery. Cheap to clone.
+#[derive(Clone)]
+pub struct Fanout {
+    rooms: Arc<Mutex<HashMap<u64, Addr<RoomActor>>>>,
+    arbiter: ArbiterHandle,
+    system: actix::System,
+    limits: FanoutLimits,
+}
+
+impl Fanout {
+    /// Start the actix system thread and the dispatcher task fed by `applied`.
+    pub fn start(limits: FanoutLimits, applied: mpsc::Receiver<AppliedPosts>) -> Fanout {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("stoa-rooms".into())
+            .spawn(move || {
+                let sys = actix::System::new();
+                let handles =
+                    sys.block_on(async { (actix::System::current(), actix::Arbiter::current()) });
+                let _ = tx.send(handles);
+                let _ = sys.run();
+            })
+            .expect("spawning the room actor thread at startup");
+        let (system, arbiter) = rx
+            .recv()
+            .expect("the room actor thread reports its handles at startup");
+        let fanout = Fanout {
+            rooms: Default::default(),
+            arbiter,
+            system,
+            limits,
+        };
+        tokio::spawn(fanout.clone().dispatch(applied));
+        fanout
+    }
+
+    pub fn stop(&self) {
+        self.system.stop();
+    }
+
+    async fn dispatch(self, mut applied: mpsc::Receiver<AppliedPosts>) {
+        while let Some(batch) = applied.recv().await {
+            // Group by room, keeping log order within each room.
+            let mut by_room: Vec<(u64, Vec<(Seq, Bytes)>)> = Vec::new();
+            for (room, msg) in batch {
+                let seq = msg.seq;
+                let frame = match encode_frame(
+                    &ServerFrame::Event(Event::Message(msg)),
+                    self.limits.frame_bytes_max,
+                ) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(room, seq = %seq, error = %e, "cannot encode a committed message");
+                        continue;
+                    }
+                };
+                match by_room.iter_mut().find(|(r, _)| *r == room) {
+                    Some((_, v)) => v.push((seq, frame)),
+                    None => by_room.push((room, vec![(seq, frame)])),
+                }
+            }
+            for (room, frames) in by_room {
+                let addr = self
+                    .rooms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&room)
+                    .cloned();
+                if let Some(addr) = addr {
+                    match addr.try_send(RoomMsg::Committed(frames)) {
+                        Ok(()) => {}
+                        Err(SendError::Full(msg)) => {
+                            let _ = addr.send(msg).await;
+                        }
+                        Err(SendError::Closed(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start live delivery of a room to a subscriber, after sending it every stored message after
+    /// `after` (when given). Answers the room's last seq at the time of subscription.
+    pub async fn subscribe(
+        &self,
+        room_id: u64,
+        room: &str,
+        view: &ShardView,
+        sub: Subscriber,
+        after: Option<Seq>,
+    ) -> Result<Seq, ApiError> {
+        let addr = self.room(room_id, room, view);
+        let (reply, rx) = oneshot::channel();
+        addr.send(RoomMsg::Subscribe { sub, after, reply })
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Unavailable, "room delivery is shutting down"))?;
+        rx.await
+            .map_err(|_| ApiError::new(ErrorCode::Unavailable, "room delivery is shutting down"))?
+    }
+
+    pub fn unsubscribe(&self, room_id: u64, subscriber: u64) {
+        let addr = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&room_id)
+            .cloned();
+        if let Some(addr) = addr {
+            addr.do_send(RoomMsg::Unsubscribe { subscriber });
+        }
+    }
+
+    fn room(&self, room_id: u64, room: &str, view: &ShardView) -> Addr<RoomActor> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(addr) = rooms.get(&room_id) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        // Read the head under the registry lock: see the module doc on ordering.
+        let actor = RoomActor {
+            room_id,
+            room: room.to_string(),
+            view: view.clone(),
+            last: view.last_seq(room_id),
+            subs: HashMap::new(),
+            limits: self.limits,
+        };
+        let addr = RoomActor::start_in_arbiter(&self.arbiter, move |_| actor);
+        rooms.insert(room_id, addr.clone());
+        addr
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum RoomMsg {
+    /// Messages applied in the room's shard, in order, each already encoded as a frame.
+    Committed(Vec<(Seq, Bytes)>),
+    Subscribe {
+        sub: Subscriber,
+        after: Option<Seq>,
+        reply: oneshot::Sender<Result<Seq, ApiError>>,
+    },
+    Unsubscribe {
+        subscriber: u64,
+    },
+}
+
+enum SubState {
+    Live,
+    /// Waiting for the stored backlog; live frames after `upto` are held meanwhile.
+    CatchingUp {
+        upto: Seq,
+        held: Vec<(Seq, Bytes)>,
+        generation: u64,
+    },
+}
+
+struct Sub {
+    sub: Subscriber,
+    state: SubState,
+    /// Last seq queued for this subscriber.
+    sent: Seq,
+}
+
+pub struct RoomActor {
+    room_id: u64,
+    room: String,
+    view: ShardView,
+    last: Seq,
+    subs: HashMap<u64, Sub>,
+    limits: FanoutLimits,
+}
+
+impl Actor for RoomActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.limits.room_mailbox_max);
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+impl RoomActor {
+    /// Queue a frame; a full queue cuts the subscriber from live delivery.
+    fn push(&mut self, id: u64, seq: Seq, frame: Bytes) -> bool {
+        let Some(s) = self.subs.get_mut(&id) else {
+            return false;
+        };
+        match s.sub.tx.try_send(frame) {
+            Ok(()) => {
+                s.sent = seq;
+                true
+            }
+            Err(_) => {
+                tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "slow subscriber cut from live delivery");
+                s.sub.lagged.mark(&self.room, s.sent);
+                self.subs.remove(&id);
+                false
+            }
+        }
+    }
+
+    fn committed(&mut self, frames: Vec<(Seq, Bytes)>) {
+        for (seq, frame) in frames {
+            if seq <= self.last {
+                continue; // already covered by the head this actor started from
+            }
+            if seq != self.last.next() {
+                // Cannot happen by construction; if it does, everyone resumes from storage.
+                tracing::error!(room = %self.room, expected = %self.last.next(), got = %seq, "gap in committed messages");
+                for s in std::mem::take(&mut self.subs).into_values() {
+                    s.sub.lagged.mark(&self.room, s.sent);
+                }
+            }
+            self.last = seq;
+            let ids: Vec<u64> = self.subs.keys().copied().collect();
+            for id in ids {
+                let Some(s) = self.subs.get_mut(&id) else {
+                    continue;
+                };
+                match &mut s.state {
+                    SubState::Live => {
+                        self.push(id, seq, frame.clone());
+                    }
+                    SubState::CatchingUp { held, .. } => {
+                        if held.len() >= self.limits.subscribe_backlog_max as usize {
+                            s.sub.lagged.mark(&self.room, s.sent);
+                            self.subs.remove(&id);
+                        } else {
+                            held.push((seq, frame.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        sub: Subscriber,
+        after: Option<Seq>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Seq, ApiError> {
+        let id = sub.id;
+        let after = after.unwrap_or(self.last).min(self.last);
+        let behind = self.last.0 - after.0;
+        if behind > u64::from(self.limits.subscribe_backlog_max) {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{behind} messages to catch up in {}, more than subscribe_backlog_max ({}): page with history first",
+                    self.room, self.limits.subscribe_backlog_max
+                ),
+            ));
+        }
+        if behind == 0 {
+            self.subs.insert(
+                id,
+                Sub {
+                    sub,
+                    state: SubState::Live,
+                    sent: after,
+                },
+            );
+            return Ok(self.last);
+        }
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let upto = self.last;
+        self.subs.insert(
+            id,
+            Sub {
+                sub,
+                state: SubState::CatchingUp {
+                    upto,
+                    held: Vec::new(),
+                    generation,
+                },
+                sent: after,
+            },
+        );
+        let view = self.view.clone();
+        let (room_id, room) = (self.room_id, self.room.clone());
+        let read = async move {
+            view.read(room_id, room, after, upto.next(), behind as usize, false)
+                .await
+        };
+        ctx.spawn(
+            read.into_actor(self)
+                .map(move |res, act, _| act.backlog_loaded(id, generation, res)),
+        );
+        Ok(self.last)
+    }
+
+    fn backlog_loaded(
+        &mut self,
+        id: u64,
+        generation: u64,
+        res: Result<Vec<ChatMessage>, crate::raft::StorageError>,
+    ) {
+        let Some(s) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let SubState::CatchingUp {
+            upto,
+            held,
+            generation: g,
+        } = &mut s.state
+        else {
+            return;
+        };
+        if *g != generation {
+            return; // a newer subscription replaced this one
+        }
+        let (upto, held) = (*upto, std::mem::take(held));
+        s.state = SubState::Live;
+        let messages = match res {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(room = %self.room, error = %e, "cannot read the backlog");
+                let s = self.subs.remove(&id).expect("present: looked up above");
+                s.sub.lagged.mark(&self.room, s.sent);
+                return;
+            }
+        };
+        for m in messages {
+            let seq = m.seq;
+            if seq > upto {
+                break;
+            }
+            match encode_frame(
+                &ServerFrame::Event(Event::Message(m)),
+                self.limits.frame_bytes_max,
+            ) {
+                Ok(frame) => {
+                    if !self.push(id, seq, frame) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(room = %self.room, seq = %seq, error = %e, "cannot encode a stored message")
+                }
+            }
+        }
+        for (seq, frame) in held {
+            if !self.push(id, seq, frame) {
+                return;
+            }
+        }
+    }
+}
+
+impl Handler<RoomMsg> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RoomMsg, ctx: &mut Context<Self>) {
+        match msg {
+            RoomMsg::Committed(frames) => self.committed(frames),
+            RoomMsg::Subscribe { sub, after, reply } => {
+                let r = self.subscribe(sub, after, ctx);
+                let _ = reply.send(r);
+            }
+            RoomMsg::Unsubscribe { subscriber } => {
+                self.subs.remove(&subscriber);
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Node-to-node RPC over QUIC (ALPN `stoa-peer/1`): one bidirectional stream per call, carrying one
+//! bincode request and one bincode response, each read with a hard size limit. Every request names
+//! its Raft group. The pool keeps one connection per peer and has fault hooks for tests.
+
+use crate::raft::{Command, CommandResult, GroupId, Raft, TypeConfig};
+use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use stoa_proto::{node_server_name, NodeId};
+
+/// Upper bound of one peer request or response. Raft appends are split below it (see
+/// `raft::network`), snapshots are sent in chunks well under it.
+pub const PEER_MESSAGE_BYTES_MAX: usize = stoa_proto::limits::FRAME_BYTES_MAX;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Append {
+        group: GroupId,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    },
+    Vote {
+        group: GroupId,
+        rpc: VoteRequest<u64>,
+    },
+    Snapshot {
+        group: GroupId,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    },
+    /// A command forwarded by a follower to the group's leader.
+    Propose { group: GroupId, cmd: Command },
+}
+
+impl PeerRequest {
+    fn group(&self) -> GroupId {
+        match self {
+            PeerRequest::Append { group, .. }
+            | PeerRequest::Vote { group, .. }
+            | PeerRequest::Snapshot { group, .. }
+            | PeerRequest::Propose { group, .. } => *group,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    Proposed(Result<CommandResult, ProposeError>),
+    /// The request could not be served at all (unknown group).
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader of the group; leader is {leader:?}")]
+    NotLeader { leader: Option<u64> },
+    #[error("the group cannot accept the command now: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("node {0} is unreachable: {1}")]
+    Unreachable(u64, String),
+    #[error("call to node {0} failed: {1}")]
+    Network(u64, String),
+    #[error("call to node {0} timed out after {1:?}")]
+    Timeout(u64, Duration),
+}
+
+/// Test hooks: drop traffic to or from given nodes, or delay every call.
+#[derive(Default)]
+struct Faults {
+    blocked_out: HashSet<u64>,
+    blocked_in: HashSet<u64>,
+    delay: Option<Duration>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+pub struct PeerPool {
+    me: NodeId,
+    endpoint: quinn::Endpoint,
+    conns: Mutex<HashMap<u64, Slot>>,
+    faults: RwLock<Faults>,
+}
+
+impl PeerPool {
+    pub fn new(me: NodeId, endpoint: quinn::Endpoint) -> Arc<PeerPool> {
+        Arc::new(PeerPool {
+            me,
+            endpoint,
+            conns: Mutex::default(),
+            faults: RwLock::default(),
+        })
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// Drop calls from this node to `peer` (one way). Tests build partitions from this.
+    pub fn block_outgoing(&self, peer: u64, blocked: bool) {
+        let mut f = self.faults.write().unwrap_or_else(|e| e.into_inner());
+        if blocked {
+            f.blocked_out.insert(peer);
+        } else {
+            f.blocked_out.remove(&peer);
+        }
+    }
+
+    /// Refuse calls from `peer` to this node (one way).
+    pub fn block_incoming(&self, peer: u64, blocked: bool) {
+        let mut f = self.faults.write().unwrap_or_else(|e| e.into_inner());
+        if blocked {
+            f.blocked_in.insert(peer);
+        } else {
+            f.blocked_in.remove(&peer);
+        }
+    }
+
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.faults.write().unwrap_or_else(|e| e.into_inner()).delay = delay;
+    }
+
+    pub fn heal(&self) {
+        *self.faults.write().unwrap_or_else(|e| e.into_inner()) = Faults::default();
+    }
+
+    fn incoming_blocked(&self, peer: u64) -> bool {
+        self.faults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocked_in
+            .contains(&peer)
+    }
+
+    pub async fn call(
+        &self,
+        target: u64,
+        addr: &str,
+        req: &PeerRequest,
+        ttl: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        let payload =
+            stoa_proto::encode(req).map_err(|e| PeerError::Network(target, e.to_string()))?;
+        self.call_encoded(target, addr, payload, ttl).await
+    }
+
+    /// Call with a request already encoded by [`stoa_proto::encode`].
+    pub async fn call_encoded(
+        &self,
+        target: u64,
+        addr: &str,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        let (blocked, delay) = {
+            let f = self.faults.read().unwrap_or_else(|e| e.into_inner());
+            (f.blocked_out.contains(&target), f.delay)
+        };
+        if blocked {
+            tokio::time::sleep(ttl.min(Duration::from_millis(50))).await;
+            return Err(PeerError::Unreachable(
+                target,
+                "blocked by a test fault".into(),
+            ));
+        }
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        match tokio::time::timeout(ttl, self.call_inner(target, addr, &payload)).await {
+            Ok(r) => r,
+            Err(_) => Err(PeerError::Timeout(target, ttl)),
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        target: u64,
+        addr: &str,
+        payload: &[u8],
+    ) -> Result<PeerResponse, PeerError> {
+        let conn = self.connection(target, addr).await?;
+        let result = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(payload).await.map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            let bytes = recv
+                .read_to_end(PEER_MESSAGE_BYTES_MAX)
+                .await
+                .map_err(|e| e.to_string())?;
+            stoa_proto::decode::<PeerResponse>(&bytes).map_err(|e| e.to_string())
+        }
+        .await;
+        result.map_err(|e| {
+            self.forget(target, &conn);
+            PeerError::Network(target, e)
+        })
+    }
+
+    async fn connection(&self, target: u64, addr: &str) -> Result<quinn::Connection, PeerError> {
+        let slot = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.entry(target).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let sock = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| PeerError::Unreachable(target, format!("{addr}: {e}")))?
+            .next()
+            .ok_or_else(|| PeerError::Unreachable(target, format!("{addr} resolves to nothing")))?;
+        let conn = self
+            .endpoint
+            .connect(sock, &node_server_name(NodeId(target)))
+            .map_err(|e| PeerError::Unreachable(target, e.to_string()))?
+            .await
+            .map_err(|e| PeerError::Unreachable(target, e.to_string()))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn forget(&self, target: u64, conn: &quinn::Connection) {
+        let slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&target)
+            .cloned();
+        if let Some(slot) = slot {
+            if let Ok(mut s) = slot.try_lock() {
+                if s.as_ref().map(|c| c.stable_id()) == Some(conn.stable_id()) {
+                    *s = None;
+                }
+            }
+        }
+    }
+}
+
+/// Serve the calls of one authenticated peer connection until it closes.
+pub async fn serve(
+    conn: quinn::Connection,
+    from: NodeId,
+    pool: Arc<PeerPool>,
+    rafts: Arc<Vec<Raft>>,
+) {
+    loop {
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %from, error = %e, "peer connection ended");
+                return;
+            }
+        };
+        let rafts = rafts.clone();
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let bytes = match recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(peer = %from, error = %e, "unreadable peer request");
+                    return;
+                }
+            };
+            if pool.incoming_blocked(from.0) {
+                return; // dropped by a test fault: the caller times out
+            }
+            let response = match stoa_proto::decode::<PeerRequest>(&bytes) {
+                Ok(req) => handle(req, &rafts).await,
+                Err(e) => {
+                    tracing::warn!(peer = %from, error = %e, "malformed peer request");
+                    PeerResponse::Refused(format!("malformed request: {e}"))
+                }
+            };
+            match stoa_proto::encode(&response) {
+                Ok(out) => {
+                    let _ = send.write_all(&out).await;
+                    let _ = send.finish();
+                }
+                Err(e) => tracing::error!(peer = %from, error = %e, "cannot encode peer response"),
+            }
+        });
+    }
+}
+
+async fn handle(req: PeerRequest, rafts: &[Raft]) -> PeerResponse {
+    let Some(raft) = rafts.get(req.group().0 as usize) else {
+        return PeerResponse::Refused(format!("no group {}", req.group()));
+    };
+    match req {
+        PeerRequest::Append { rpc, .. } => PeerResponse::Append(raft.append_entries(rpc).await),
+        PeerRequest::Vote { rpc, .. } => PeerResponse::Vote(raft.vote(rpc).await),
+        PeerRequest::Snapshot { rpc, .. } => {
+            PeerResponse::Snapshot(raft.install_snapshot(rpc).await)
+        }
+        PeerRequest::Propose { cmd, .. } => PeerResponse::Proposed(propose_local(raft, cmd).await),
+    }
+}
+
+/// Propose on this node's Raft; the answer says who leads when this node does not.
+pub async fn propose_local(raft: &Raft, cmd: Command) -> Result<CommandResult, ProposeError> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+            })
+        }
+        Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+    }
+}

@@ -1,0 +1,278 @@
+//! The client requests: check what the node can check early, then read locally or propose.
+
+use super::{token_digest, Session, DIRECTORY_LAG_WAIT};
+use crate::domain::meta::{shard_for_room, MetaCommand, MetaOutcome, RoomRecord};
+use crate::domain::shard::ProposedPost;
+use crate::raft::{Command, CommandResult, GroupId};
+use crate::store::sm::ShardView;
+use std::time::Instant;
+use stoa_proto::limits::CLIENT_MSG_ID_BYTES_MAX;
+use stoa_proto::{ApiError, ErrorCode, Post, Request, Response, Seq};
+
+pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiError> {
+    match req {
+        Request::Post(p) => post(s, p).await,
+        Request::Join { room } => join(s, &room).await,
+        Request::History {
+            room,
+            before,
+            after,
+            limit,
+        } => history(s, &room, before, after, limit).await,
+        Request::Subscribe { room, after } => subscribe(s, &room, after)
+            .await
+            .map(|last_seq| Response::Subscribed { room, last_seq }),
+        Request::Unsubscribe { room } => {
+            let id = s
+                .rooms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&room);
+            if let Some(id) = id {
+                s.ctx.fanout.unsubscribe(id, s.subscriber.id);
+            }
+            Ok(Response::Unsubscribed { room })
+        }
+        Request::CreateUser { name, admin } => create_user(s, name, admin).await,
+        Request::CreateRoom { name, description } => create_room(s, name, description).await,
+        Request::ListRooms => Ok(Response::Rooms(
+            s.ctx
+                .meta
+                .read(|m| m.rooms().map(RoomRecord::info).collect()),
+        )),
+        Request::WhoAmI => Ok(Response::WhoAmI {
+            user: s.user.name.clone(),
+            admin: s.user.admin,
+            node: s.ctx.node,
+        }),
+    }
+}
+
+/// The room and its shard's view; waits briefly for a room created on another node a moment ago.
+async fn room(s: &Session, name: &str) -> Result<(RoomRecord, ShardView), ApiError> {
+    let room = s
+        .ctx
+        .meta
+        .wait_for(DIRECTORY_LAG_WAIT, |m| m.room(name).cloned())
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {name:?}")))?;
+    let view = s
+        .ctx
+        .shards
+        .get(room.shard as usize - 1)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "room {name:?} is in shard {} which this node lacks",
+                    room.shard
+                ),
+            )
+        })?;
+    Ok((room, view))
+}
+
+async fn post(s: &Session, p: Post) -> Result<Response, ApiError> {
+    let limits = &s.ctx.config.limits;
+    if p.text.len() > limits.message_text_bytes_max {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "text of {} bytes exceeds message_text_bytes_max ({})",
+                p.text.len(),
+                limits.message_text_bytes_max
+            ),
+        ));
+    }
+    if p.client_msg_id.is_empty() || p.client_msg_id.len() > CLIENT_MSG_ID_BYTES_MAX {
+        return Err(ApiError::new(
+            ErrorCode::Invalid,
+            format!("client message id must be 1..={CLIENT_MSG_ID_BYTES_MAX} bytes"),
+        ));
+    }
+    if !s
+        .rate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take(Instant::now())
+    {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} posts/s on this connection",
+                limits.posts_per_s_per_connection_max
+            ),
+        ));
+    }
+    let (room, _) = room(s, &p.room).await?;
+    let proposer = &s.ctx.proposers[room.shard as usize - 1];
+    let outcome = proposer
+        .post(ProposedPost {
+            room_id: room.id,
+            room: room.name,
+            author: s.user.name.clone(),
+            client_msg_id: p.client_msg_id,
+            text: p.text,
+            alert: p.alert,
+            ts_ms: now_ms(),
+        })
+        .await?;
+    Ok(Response::Posted {
+        seq: outcome.seq,
+        ts_ms: outcome.ts_ms,
+    })
+}
+
+async fn join(s: &Session, name: &str) -> Result<Response, ApiError> {
+    let (room, view) = room(s, name).await?;
+    let n = s.ctx.config.chat.default_chat_history as usize;
+    let messages = view
+        .read(
+            room.id,
+            room.name.clone(),
+            Seq::ZERO,
+            Seq(u64::MAX),
+            n,
+            true,
+        )
+        .await
+        .map_err(storage)?;
+    // Live delivery resumes right after the last message returned, so nothing falls between.
+    let after = messages.last().map_or(Seq::ZERO, |m| m.seq);
+    let last_seq = subscribe_room(s, &room, &view, Some(after)).await?;
+    Ok(Response::Joined {
+        room: room.name,
+        messages,
+        last_seq,
+    })
+}
+
+async fn history(
+    s: &Session,
+    name: &str,
+    before: Option<Seq>,
+    after: Option<Seq>,
+    limit: u32,
+) -> Result<Response, ApiError> {
+    let max = s.ctx.config.limits.history_page_max;
+    if limit == 0 || limit > max {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("page limit {limit} is not in 1..={max} (history_page_max)"),
+        ));
+    }
+    let (room, view) = room(s, name).await?;
+    let last_seq = view.last_seq(room.id);
+    let newest = after.is_none();
+    let messages = view
+        .read(
+            room.id,
+            room.name.clone(),
+            after.unwrap_or(Seq::ZERO),
+            before.unwrap_or(Seq(u64::MAX)),
+            limit as usize,
+            newest,
+        )
+        .await
+        .map_err(storage)?;
+    Ok(Response::History {
+        room: room.name,
+        messages,
+        last_seq,
+    })
+}
+
+async fn subscribe(s: &Session, name: &str, after: Option<Seq>) -> Result<Seq, ApiError> {
+    let (room, view) = room(s, name).await?;
+    subscribe_room(s, &room, &view, after).await
+}
+
+async fn subscribe_room(
+    s: &Session,
+    room: &RoomRecord,
+    view: &ShardView,
+    after: Option<Seq>,
+) -> Result<Seq, ApiError> {
+    // A new subscription to the same room replaces the old one (the actor keys by subscriber id).
+    s.rooms
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(room.name.clone(), room.id);
+    s.ctx
+        .fanout
+        .subscribe(room.id, &room.name, view, s.subscriber.clone(), after)
+        .await
+}
+
+async fn create_user(s: &Session, name: String, admin: bool) -> Result<Response, ApiError> {
+    if !s.user.admin {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only administrators create users",
+        ));
+    }
+    let token = new_token();
+    let cmd = MetaCommand::CreateUser {
+        by: Some(s.user.name.clone()),
+        name,
+        admin,
+        token_digest: token_digest(&token),
+    };
+    match meta(s, cmd).await? {
+        MetaOutcome::UserCreated { name } => Ok(Response::UserCreated { name, token }),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn create_room(s: &Session, name: String, description: String) -> Result<Response, ApiError> {
+    let shard_count = s.ctx.config.cluster.shards;
+    let cmd = MetaCommand::CreateRoom {
+        by: s.user.name.clone(),
+        shard: shard_for_room(&name, shard_count),
+        shard_count,
+        name,
+        description,
+    };
+    match meta(s, cmd).await? {
+        MetaOutcome::RoomCreated(info) => Ok(Response::RoomCreated(info)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn meta(s: &Session, cmd: MetaCommand) -> Result<MetaOutcome, ApiError> {
+    match s
+        .ctx
+        .proposals
+        .propose(GroupId::META, Command::Meta(cmd))
+        .await?
+    {
+        CommandResult::Meta(r) => r,
+        other => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("unexpected answer {other:?}"),
+        )),
+    }
+}
+
+fn unexpected(o: MetaOutcome) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("unexpected answer {o:?}"))
+}
+
+fn storage(e: crate::raft::StorageError) -> ApiError {
+    tracing::error!(error = %e, "storage read failed");
+    ApiError::new(ErrorCode::Internal, "storage read failed")
+}
+
+/// A new random token: 32 bytes from the OS, hex.
+pub fn new_token() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

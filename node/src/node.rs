@@ -1,0 +1,390 @@
+//! Assembling a node: storage, one QUIC endpoint, the Raft groups, proposers, fan-out, and the
+//! accept loop that routes each connection by ALPN to the peer RPC server or a client session.
+
+use crate::domain::meta::MetaCommand;
+use crate::fanout::{Fanout, FanoutLimits};
+use crate::net::peer::{self, PeerPool};
+use crate::net::session::{self, token_digest};
+use crate::net::tls::{self, NodeTls};
+use crate::propose::{Proposals, Proposer, ProposerLimits};
+use crate::raft::network::NetworkFactory;
+use crate::raft::{Command, CommandResult, GroupId, Raft};
+use crate::store::log::LogStore;
+use crate::store::sm::{MetaView, ShardView, StateMachine};
+use crate::store::Store;
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use stoa_config::NodeConfig;
+use stoa_proto::{ErrorCode, NodeId, ALPN_CLIENT, ALPN_PEER};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Everything a client session needs from its node.
+pub struct NodeCtx {
+    pub node: NodeId,
+    pub config: NodeConfig,
+    pub meta: MetaView,
+    /// Index `i` is shard group `i + 1`.
+    pub shards: Vec<ShardView>,
+    pub proposers: Vec<Proposer>,
+    pub proposals: Proposals,
+    pub fanout: Fanout,
+    pub connections: Arc<Semaphore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::raft::StorageError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running node. Dropping it without [`NodeHandle::shutdown`] leaves tasks running.
+pub struct NodeHandle {
+    pub ctx: Arc<NodeCtx>,
+    pub rafts: Arc<Vec<Raft>>,
+    pub pool: Arc<PeerPool>,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+    store: Arc<Store>,
+}
+
+/// File in the data directory where a bootstrapping node leaves the first administrator's token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const ADMIN_USER: &str = "admin";
+
+pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeError> {
+    let me = config.node.id;
+    let data_dir = config.node.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| NodeError::Raft(format!("cannot create {}: {e}", data_dir.display())))?;
+    let store = Store::open(&data_dir)?;
+    let idle = Duration::from_millis(config.limits.client_idle_timeout_ms);
+    let mut endpoint = quinn::Endpoint::server(tls.server_config(idle)?, config.node.listen)
+        .map_err(|source| NodeError::Bind {
+            addr: config.node.listen,
+            source,
+        })?;
+    endpoint.set_default_client_config(tls.peer_client_config(idle)?);
+    let addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.node.listen,
+        source,
+    })?;
+    let pool = PeerPool::new(me, endpoint.clone());
+
+    let limits = &config.limits;
+    let (applied_tx, applied_rx) = mpsc::channel(1024);
+    let fanout = Fanout::start(
+        FanoutLimits {
+            frame_bytes_max: limits.frame_bytes_max,
+            subscribe_backlog_max: limits.subscribe_backlog_max,
+            room_mailbox_max: limits.room_mailbox_max,
+        },
+        applied_rx,
+    );
+
+    let raft_config = Arc::new(raft_config(&config)?);
+    let mut rafts = Vec::new();
+    let (meta_sm, meta) = StateMachine::open_meta(store.clone()).await?;
+    rafts.push(new_raft(me, GroupId::META, &raft_config, &pool, &store, meta_sm).await?);
+    let mut shards = Vec::new();
+    for g in 1..=config.cluster.shards {
+        let (sm, view) =
+            StateMachine::open_shard(store.clone(), GroupId(g), Some(applied_tx.clone())).await?;
+        rafts.push(new_raft(me, GroupId(g), &raft_config, &pool, &store, sm).await?);
+        shards.push(view);
+    }
+    drop(applied_tx);
+    let rafts = Arc::new(rafts);
+    let rpc_timeout = Duration::from_millis(config.raft.rpc_timeout_ms);
+    let proposals = Proposals::new(
+        rafts.clone(),
+        pool.clone(),
+        Duration::from_secs(10),
+        rpc_timeout,
+    );
+    let proposer_limits = ProposerLimits {
+        queue_posts_max: limits.proposal_queue_posts_max,
+        batch_posts_max: limits.proposal_batch_posts_max,
+        batch_bytes_max: (crate::net::peer::PEER_MESSAGE_BYTES_MAX / 8)
+            .max(limits.message_text_bytes_max),
+        in_flight_max: limits.proposals_in_flight_max,
+    };
+    let proposers = (1..=config.cluster.shards)
+        .map(|g| Proposer::start(GroupId(g), proposals.clone(), proposer_limits))
+        .collect();
+    let ctx = Arc::new(NodeCtx {
+        node: me,
+        connections: Arc::new(Semaphore::new(limits.connections_max)),
+        config: config.clone(),
+        meta,
+        shards,
+        proposers,
+        proposals,
+        fanout,
+    });
+
+    let mut tasks = vec![tokio::spawn(accept_loop(
+        endpoint.clone(),
+        ctx.clone(),
+        pool.clone(),
+        rafts.clone(),
+    ))];
+    if config.cluster.bootstrap {
+        bootstrap_groups(&config, &rafts).await?;
+        tasks.push(tokio::spawn(bootstrap_admin(
+            ctx.clone(),
+            data_dir.join(ADMIN_TOKEN_FILE),
+        )));
+    }
+    tracing::info!(node = %me, %addr, shards = config.cluster.shards, "node started");
+    Ok(NodeHandle {
+        ctx,
+        rafts,
+        pool,
+        addr,
+        endpoint,
+        tasks,
+        store,
+    })
+}
+
+fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
+    let r = &config.raft;
+    openraft::Config {
+        cluster_name: "stoa".into(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        max_payload_entries: r.max_payload_entries,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: 1000,
+        install_snapshot_timeout: r.rpc_timeout_ms.max(1000),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+async fn new_raft(
+    me: NodeId,
+    group: GroupId,
+    config: &Arc<openraft::Config>,
+    pool: &Arc<PeerPool>,
+    store: &Arc<Store>,
+    sm: StateMachine,
+) -> Result<Raft, NodeError> {
+    let log = LogStore::new(store.clone(), group);
+    Raft::new(
+        me.0,
+        config.clone(),
+        NetworkFactory::new(group, pool.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(format!("{group}: {e}")))
+}
+
+/// Initialize every group with the configured members, once (later starts find them initialized).
+async fn bootstrap_groups(config: &NodeConfig, rafts: &[Raft]) -> Result<(), NodeError> {
+    let members: BTreeMap<u64, BasicNode> = if config.cluster.peers.is_empty() {
+        BTreeMap::from([(
+            config.node.id.0,
+            BasicNode::new(config.node.listen.to_string()),
+        )])
+    } else {
+        config
+            .cluster
+            .peers
+            .iter()
+            .map(|p| (p.id.0, BasicNode::new(p.addr.to_string())))
+            .collect()
+    };
+    for (g, raft) in rafts.iter().enumerate() {
+        if raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+        {
+            continue;
+        }
+        raft.initialize(members.clone())
+            .await
+            .map_err(|e| NodeError::Raft(format!("initializing g{g}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Create the first administrator once the meta group commits, and leave its token in the data
+/// directory for the operator.
+async fn bootstrap_admin(ctx: Arc<NodeCtx>, token_file: PathBuf) {
+    if token_file.exists() || ctx.meta.read(|m| m.has_admin()) {
+        return;
+    }
+    let token = crate::net::session::new_token();
+    let cmd = MetaCommand::CreateUser {
+        by: None,
+        name: ADMIN_USER.into(),
+        admin: true,
+        token_digest: token_digest(&token),
+    };
+    loop {
+        match ctx
+            .proposals
+            .propose(GroupId::META, Command::Meta(cmd.clone()))
+            .await
+        {
+            Ok(CommandResult::Meta(Ok(_))) => break,
+            Ok(CommandResult::Meta(Err(e))) if e.code == ErrorCode::Forbidden => {
+                tracing::warn!(error = %e, "an administrator exists already; no token written");
+                return;
+            }
+            Ok(other) => {
+                tracing::error!(answer = ?other, "unexpected answer creating the administrator");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "meta group not ready for the administrator yet"),
+        }
+    }
+    let tmp = token_file.with_extension("tmp");
+    let written =
+        std::fs::write(&tmp, format!("{token}\n")).and_then(|_| std::fs::rename(&tmp, &token_file));
+    match written {
+        Ok(()) => tracing::info!(file = %token_file.display(), "administrator token written"),
+        Err(e) => {
+            tracing::error!(file = %token_file.display(), error = %e, "cannot write the administrator token")
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    ctx: Arc<NodeCtx>,
+    pool: Arc<PeerPool>,
+    rafts: Arc<Vec<Raft>>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (ctx, pool, rafts) = (ctx.clone(), pool.clone(), rafts.clone());
+        tokio::spawn(async move {
+            let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            match tls::alpn(&conn).as_deref() {
+                Some(a) if a == ALPN_PEER => {
+                    let candidates = peer_candidates(&ctx, &rafts);
+                    match tls::peer_node_id(&conn, candidates) {
+                        Some(from) => peer::serve(conn, from, pool, rafts).await,
+                        None => {
+                            tracing::warn!(remote = %conn.remote_address(), "peer certificate names no member; refused");
+                            conn.close(3u32.into(), b"not a cluster member");
+                        }
+                    }
+                }
+                Some(a) if a == ALPN_CLIENT => session::run(conn, ctx).await,
+                _ => conn.close(4u32.into(), b"unknown protocol"),
+            }
+        });
+    }
+}
+
+/// Node ids a peer may be: configured peers and every member the meta group knows of.
+fn peer_candidates(ctx: &NodeCtx, rafts: &[Raft]) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = ctx.config.cluster.peers.iter().map(|p| p.id).collect();
+    if let Some(meta) = rafts.first() {
+        ids.extend(
+            meta.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| NodeId(*id)),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    ids.retain(|&id| id != ctx.node);
+    ids
+}
+
+impl NodeHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.ctx.node
+    }
+
+    /// Wait until every group has a leader and this node has applied up to it.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for raft in self.rafts.iter() {
+            let ok = raft
+                .wait(Some(
+                    deadline.saturating_duration_since(tokio::time::Instant::now()),
+                ))
+                .metrics(
+                    |m| m.current_leader.is_some() && m.last_applied.is_some(),
+                    "leader known",
+                )
+                .await
+                .is_ok();
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stop serving: Raft groups, endpoint, room actors; flush storage. Returns when the data
+    /// directory can be reopened.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for raft in self.rafts.iter() {
+            let _ = raft.shutdown().await;
+        }
+        self.endpoint.close(0u32.into(), b"shutdown");
+        self.ctx.fanout.stop();
+        let _ = self.store.flush().await;
+        let NodeHandle {
+            ctx,
+            rafts,
+            pool,
+            store,
+            endpoint,
+            ..
+        } = self;
+        drop((ctx, rafts, pool, endpoint));
+        // Remaining references are in tasks that end with the endpoint; give them a moment.
+        for _ in 0..100 {
+            if Arc::strong_count(&store) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(store);
+    }
+}

@@ -1,0 +1,213 @@
+//! Getting a command committed: propose on this node when it leads the group, else forward to the
+//! leader over the peer network, retrying through elections until a deadline. Posts go through a
+//! per-shard [`Proposer`] that packs every post waiting at that moment into one Raft entry.
+
+use crate::domain::shard::{PostOutcome, ProposedPost};
+use crate::net::peer::{propose_local, PeerPool, PeerRequest, PeerResponse, ProposeError};
+use crate::raft::{Command, CommandResult, GroupId, Raft};
+use std::sync::Arc;
+use std::time::Duration;
+use stoa_proto::{ApiError, ErrorCode};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+#[derive(Clone)]
+pub struct Proposals {
+    rafts: Arc<Vec<Raft>>,
+    pool: Arc<PeerPool>,
+    timeout: Duration,
+    rpc_timeout: Duration,
+}
+
+impl Proposals {
+    pub fn new(
+        rafts: Arc<Vec<Raft>>,
+        pool: Arc<PeerPool>,
+        timeout: Duration,
+        rpc_timeout: Duration,
+    ) -> Self {
+        Proposals {
+            rafts,
+            pool,
+            timeout,
+            rpc_timeout,
+        }
+    }
+
+    /// Commit `cmd` in `group` and return what applying it answered. A command may be applied and
+    /// still answer an error here (e.g. the leader died after committing): callers make commands
+    /// idempotent (posts carry client message ids) so a retry is safe.
+    pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<CommandResult, ApiError> {
+        let raft = self
+            .rafts
+            .get(group.0 as usize)
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, format!("no group {group}")))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let leader = raft.metrics().borrow().current_leader;
+            let attempt = match leader {
+                Some(l) if l == self.pool.me().0 => propose_local(raft, cmd.clone()).await,
+                Some(l) => self.forward(raft, group, l, cmd.clone()).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(result) => return Ok(result),
+                Err(e) => {
+                    if tokio::time::Instant::now() + backoff > deadline {
+                        return Err(ApiError::new(
+                            ErrorCode::Unavailable,
+                            format!("{group} could not commit within {:?}: {e}", self.timeout),
+                        ));
+                    }
+                    tracing::debug!(%group, error = %e, "proposal not taken, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        raft: &Raft,
+        group: GroupId,
+        leader: u64,
+        cmd: Command,
+    ) -> Result<CommandResult, ProposeError> {
+        let addr = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.addr.clone())
+        };
+        let Some(addr) = addr else {
+            return Err(ProposeError::Unavailable(format!(
+                "leader {leader} has no address"
+            )));
+        };
+        match self
+            .pool
+            .call(
+                leader,
+                &addr,
+                &PeerRequest::Propose { group, cmd },
+                self.rpc_timeout,
+            )
+            .await
+        {
+            Ok(PeerResponse::Proposed(r)) => r,
+            Ok(other) => Err(ProposeError::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<PostOutcome, ApiError>>;
+
+/// The batching queue of one shard. Cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<(ProposedPost, Waiter)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProposerLimits {
+    pub queue_posts_max: usize,
+    pub batch_posts_max: usize,
+    /// Bytes of text in one batch; keeps a Raft entry well inside a peer message.
+    pub batch_bytes_max: usize,
+    pub in_flight_max: usize,
+}
+
+impl Proposer {
+    pub fn start(group: GroupId, proposals: Proposals, limits: ProposerLimits) -> Proposer {
+        let (tx, rx) = mpsc::channel(limits.queue_posts_max);
+        tokio::spawn(run(group, proposals, limits, rx));
+        Proposer { tx }
+    }
+
+    pub async fn post(&self, post: ProposedPost) -> Result<PostOutcome, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.try_send((post, tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ApiError::new(
+                ErrorCode::RateLimited,
+                "the shard's proposal queue is full; retry shortly",
+            ),
+            mpsc::error::TrySendError::Closed(_) => {
+                ApiError::new(ErrorCode::Unavailable, "node is shutting down")
+            }
+        })?;
+        rx.await
+            .map_err(|_| ApiError::new(ErrorCode::Unavailable, "node is shutting down"))?
+    }
+}
+
+async fn run(
+    group: GroupId,
+    proposals: Proposals,
+    limits: ProposerLimits,
+    mut rx: mpsc::Receiver<(ProposedPost, Waiter)>,
+) {
+    let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
+    let mut pending: Option<(ProposedPost, Waiter)> = None;
+    loop {
+        // Wait for a free slot first: while every slot is busy, posts accumulate into a bigger batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match pending.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.0.text.len();
+        let mut batch = vec![first];
+        while batch.len() < limits.batch_posts_max {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.0.text.len();
+                    if bytes > limits.batch_bytes_max {
+                        pending = Some(p);
+                        break;
+                    }
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let proposals = proposals.clone();
+        tokio::spawn(async move {
+            let (posts, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let n = posts.len();
+            let result = proposals.propose(group, Command::Posts(posts)).await;
+            drop(permit);
+            match result {
+                Ok(CommandResult::Posts(outcomes)) if outcomes.len() == n => {
+                    for (w, o) in waiters.into_iter().zip(outcomes) {
+                        let _ = w.send(o);
+                    }
+                }
+                Ok(other) => {
+                    tracing::error!(%group, answer = ?other, "unexpected answer to a batch of posts");
+                    for w in waiters {
+                        let _ = w.send(Err(ApiError::new(
+                            ErrorCode::Internal,
+                            "unexpected answer from the shard",
+                        )));
+                    }
+                }
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
