@@ -1,0 +1,275 @@
+//! `stoa`: the command-line client. Parses flags, connects with the SDK, runs one command and
+//! prints the result (see `stoa/args.rs` for the commands, `stoa/output.rs` for the formats).
+
+#[path = "stoa/args.rs"]
+mod args;
+#[path = "stoa/output.rs"]
+mod output;
+
+use anyhow::Context;
+use args::{Cli, Command, Global, RoomCommand, UserCommand};
+use clap::Parser;
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
+use stoa_client::{Client, ClientConfig, ClientError, Seq};
+
+/// A mistake in how `stoa` was invoked (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: not a failure.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{}", clap_error_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error_line(&e));
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = client_config(&cli.global)?;
+    let client = Client::connect(cfg).await?;
+    let result = execute(&client, cli.command, cli.global.json).await;
+    client.close().await;
+    result
+}
+
+fn client_config(global: &Global) -> anyhow::Result<ClientConfig> {
+    let token = match (&global.token, &global.token_file) {
+        (Some(token), _) if !token.trim().is_empty() => token.trim().to_string(),
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(UsageError(format!("token file {} is empty", path.display())).into());
+            }
+            token.to_string()
+        }
+        _ => {
+            return Err(UsageError(
+                "no token: pass --token or --token-file, or set STOA_TOKEN or STOA_TOKEN_FILE"
+                    .into(),
+            )
+            .into())
+        }
+    };
+    let Some(ca) = &global.ca else {
+        return Err(UsageError("no cluster CA: pass --ca FILE or set STOA_CA".into()).into());
+    };
+    let servers: Vec<String> = global
+        .servers
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        return Err(UsageError("no server: pass --server ADDR or set STOA_SERVER".into()).into());
+    }
+    Ok(ClientConfig::from_files(servers, token, ca)?)
+}
+
+async fn execute(client: &Client, command: Command, as_json: bool) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match command {
+        Command::User(UserCommand::Add { name, admin }) => {
+            let token = client.create_user(&name, admin).await?;
+            writeln!(
+                out,
+                "{}",
+                output::user_created(&name, &token, admin, as_json)
+            )?;
+        }
+        Command::Room(RoomCommand::Create { name, description }) => {
+            let info = client.create_room(&name, &description).await?;
+            writeln!(out, "{}", output::room_created(&info, as_json))?;
+        }
+        Command::Room(RoomCommand::List) => {
+            for info in client.list_rooms().await? {
+                writeln!(out, "{}", output::room(&info, as_json))?;
+            }
+        }
+        Command::Post {
+            room,
+            text,
+            client_id,
+            alert,
+        } => {
+            let id = client_id.unwrap_or_else(stoa_client::new_client_msg_id);
+            let posted = client.post_with_id(&room, &text, &id, alert).await?;
+            writeln!(out, "{}", output::posted(&room, &posted, as_json))?;
+        }
+        Command::History {
+            room,
+            limit,
+            before,
+        } => {
+            let (messages, _) = client.history(&room, before.map(Seq), None, limit).await?;
+            for m in &messages {
+                writeln!(out, "{}", output::message(m, as_json))?;
+            }
+        }
+        Command::Tail { room, from, count } => {
+            let mut events = client.events().context("event stream already taken")?;
+            client.subscribe(&room, from.map(Seq)).await?;
+            let mut printed = 0u64;
+            while count.is_none_or(|n| printed < n) {
+                let Some(m) = events.next().await else {
+                    return Err(match client.status() {
+                        stoa_client::Status::Failed(e) => e.into(),
+                        _ => ClientError::Closed.into(),
+                    });
+                };
+                if m.room != room {
+                    continue;
+                }
+                writeln!(out, "{}", output::message(&m, as_json))?;
+                out.flush()?;
+                printed += 1;
+            }
+        }
+        Command::Whoami => {
+            let me = client.whoami().await?;
+            writeln!(out, "{}", output::whoami(&me, as_json))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The one stderr line for a failure: `error: <code>: <message>` for API errors.
+fn error_line(e: &anyhow::Error) -> String {
+    let text = match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Api(api)) => format!("{}: {}", api.code, api.message),
+        _ => format!("{e:#}"),
+    };
+    format!("error: {}", one_line(&text))
+}
+
+/// clap's message without the usage block, on one line.
+fn clap_error_line(rendered: &str) -> String {
+    let head = rendered.split("\n\n").next().unwrap_or(rendered);
+    let line = one_line(head);
+    if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stoa_client::{ApiError, ErrorCode};
+
+    #[test]
+    fn api_errors_print_their_code() {
+        let e: anyhow::Error =
+            ClientError::Api(ApiError::new(ErrorCode::NotFound, "no room dev\nat all")).into();
+        assert_eq!(error_line(&e), "error: not_found: no room dev at all");
+        let e: anyhow::Error = ClientError::Closed.into();
+        assert_eq!(error_line(&e), "error: client is closed");
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <TEXT>\n\nUsage: stoa post <ROOM> <TEXT>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_error_line(rendered),
+            "error: the following required arguments were not provided: <TEXT>"
+        );
+    }
+
+    fn global(token: Option<&str>, ca: Option<&str>) -> Global {
+        Global {
+            servers: vec!["127.0.0.1:7400".into()],
+            token: token.map(Into::into),
+            token_file: None,
+            ca: ca.map(Into::into),
+            json: false,
+        }
+    }
+
+    #[test]
+    fn a_missing_token_or_ca_names_the_flag_and_variable() {
+        let e = client_config(&global(None, Some("/ca.pem"))).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        let line = error_line(&e);
+        assert!(
+            line.contains("--token") && line.contains("STOA_TOKEN"),
+            "{line}"
+        );
+        let e = client_config(&global(Some("t"), None)).unwrap_err();
+        let line = error_line(&e);
+        assert!(line.contains("--ca") && line.contains("STOA_CA"), "{line}");
+    }
+
+    #[test]
+    fn the_token_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("stoa-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tok, ca) = (dir.join("token"), dir.join("ca.pem"));
+        std::fs::write(&tok, "  secret\n").unwrap();
+        std::fs::write(&ca, "pem").unwrap();
+        let mut g = global(None, Some(ca.to_str().unwrap()));
+        g.token_file = Some(tok.clone());
+        assert_eq!(client_config(&g).unwrap().token, "secret");
+        std::fs::write(&tok, "\n").unwrap();
+        assert!(client_config(&g)
+            .unwrap_err()
+            .downcast_ref::<UsageError>()
+            .is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,271 @@
+//! How results are printed: one function per shape, for people and as JSON. Pure: they return
+//! the lines, `main` writes them.
+
+use serde::Serialize;
+use std::borrow::Cow;
+use stoa_client::{Message, Posted, RoomInfo, WhoAmI};
+
+/// One message: `#seq [YYYY-MM-DD HH:MM:SS] author: text` (UTC), alerts marked `(alert)` after
+/// the author. Control characters are escaped so a message cannot drive the terminal.
+pub fn message_human(m: &Message) -> String {
+    let alert = if m.alert { " (alert)" } else { "" };
+    format!(
+        "#{} [{}] {}{alert}: {}",
+        m.seq,
+        utc(m.ts_ms),
+        clean(&m.author),
+        clean(&m.text)
+    )
+}
+
+/// One message as a JSON object (one line): room, seq, author, text, ts_ms, alert.
+pub fn message_json(m: &Message) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        room: &'a str,
+        seq: u64,
+        author: &'a str,
+        text: &'a str,
+        ts_ms: u64,
+        alert: bool,
+    }
+    json(&Out {
+        room: &m.room,
+        seq: m.seq.0,
+        author: &m.author,
+        text: &m.text,
+        ts_ms: m.ts_ms,
+        alert: m.alert,
+    })
+}
+
+pub fn message(m: &Message, as_json: bool) -> String {
+    if as_json {
+        message_json(m)
+    } else {
+        message_human(m)
+    }
+}
+
+pub fn posted(room: &str, p: &Posted, as_json: bool) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        room: &'a str,
+        seq: u64,
+        ts_ms: u64,
+    }
+    if as_json {
+        json(&Out {
+            room,
+            seq: p.seq.0,
+            ts_ms: p.ts_ms,
+        })
+    } else {
+        p.seq.to_string()
+    }
+}
+
+/// A new user: the bare token for people (so `$(stoa user add bob)` captures it).
+pub fn user_created(user: &str, token: &str, admin: bool, as_json: bool) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        user: &'a str,
+        token: &'a str,
+        admin: bool,
+    }
+    if as_json {
+        json(&Out { user, token, admin })
+    } else {
+        token.to_string()
+    }
+}
+
+pub fn room(r: &RoomInfo, as_json: bool) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        name: &'a str,
+        description: &'a str,
+        shard: u32,
+    }
+    if as_json {
+        json(&Out {
+            name: &r.name,
+            description: &r.description,
+            shard: r.shard,
+        })
+    } else if r.description.is_empty() {
+        clean(&r.name).into_owned()
+    } else {
+        format!("{}  {}", clean(&r.name), clean(&r.description))
+    }
+}
+
+pub fn room_created(r: &RoomInfo, as_json: bool) -> String {
+    if as_json {
+        room(r, true)
+    } else {
+        format!("created room {} (shard {})", clean(&r.name), r.shard)
+    }
+}
+
+pub fn whoami(w: &WhoAmI, as_json: bool) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        user: &'a str,
+        admin: bool,
+        node: u64,
+    }
+    if as_json {
+        json(&Out {
+            user: &w.user,
+            admin: w.admin,
+            node: w.node.0,
+        })
+    } else {
+        let admin = if w.admin { " (administrator)" } else { "" };
+        format!("{}{admin} on node {}", clean(&w.user), w.node)
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    // Serializing these plain structs (strings, numbers, bools) into a String cannot fail.
+    serde_json::to_string(value).expect("plain struct serializes to JSON")
+}
+
+/// Control characters (newlines, escape sequences) shown escaped, e.g. `\n`, `\u{1b}`.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn utc(ts_ms: u64) -> String {
+    let secs = ts_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stoa_client::{NodeId, Seq};
+
+    fn sample(alert: bool) -> Message {
+        Message {
+            room: "dev".into(),
+            seq: Seq(42),
+            author: "ann".into(),
+            text: "hello \"world\"".into(),
+            ts_ms: 1_700_000_000_123,
+            alert,
+        }
+    }
+
+    #[test]
+    fn a_message_for_people() {
+        assert_eq!(
+            message_human(&sample(false)),
+            "#42 [2023-11-14 22:13:20] ann: hello \"world\""
+        );
+        assert_eq!(
+            message_human(&sample(true)),
+            "#42 [2023-11-14 22:13:20] ann (alert): hello \"world\""
+        );
+    }
+
+    #[test]
+    fn a_message_as_json() {
+        let line = message_json(&sample(true));
+        assert_eq!(
+            line,
+            r#"{"room":"dev","seq":42,"author":"ann","text":"hello \"world\"","ts_ms":1700000000123,"alert":true}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["seq"], 42);
+    }
+
+    #[test]
+    fn control_characters_cannot_break_lines_or_drive_the_terminal() {
+        let mut m = sample(false);
+        m.text = "two\nlines \u{1b}[31mred".into();
+        let line = message_human(&m);
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        assert!(line.ends_with(r"two\nlines \u{1b}[31mred"), "{line}");
+        // JSON escapes them itself and keeps the text exact.
+        let v: serde_json::Value = serde_json::from_str(&message_json(&m)).unwrap();
+        assert_eq!(v["text"], m.text);
+    }
+
+    #[test]
+    fn other_shapes() {
+        let p = Posted {
+            seq: Seq(7),
+            ts_ms: 5,
+        };
+        assert_eq!(posted("dev", &p, false), "7");
+        assert_eq!(
+            posted("dev", &p, true),
+            r#"{"room":"dev","seq":7,"ts_ms":5}"#
+        );
+        assert_eq!(user_created("bob", "tok", false, false), "tok");
+        assert_eq!(
+            user_created("bob", "tok", true, true),
+            r#"{"user":"bob","token":"tok","admin":true}"#
+        );
+        let r = RoomInfo {
+            name: "dev".into(),
+            description: "devs".into(),
+            shard: 3,
+        };
+        assert_eq!(room(&r, false), "dev  devs");
+        assert_eq!(
+            room(&r, true),
+            r#"{"name":"dev","description":"devs","shard":3}"#
+        );
+        assert_eq!(room_created(&r, false), "created room dev (shard 3)");
+        let w = WhoAmI {
+            user: "ann".into(),
+            admin: true,
+            node: NodeId(2),
+        };
+        assert_eq!(whoami(&w, false), "ann (administrator) on node 2");
+        assert_eq!(whoami(&w, true), r#"{"user":"ann","admin":true,"node":2}"#);
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_709_251_199_000), "2024-02-29 23:59:59");
+    }
+}
