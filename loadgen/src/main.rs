@@ -1,1 +1,4 @@
-fn main() { eprintln!("stoa-loadgen: not built yet (see issue: stoa-loadgen W1)"); std::process::exit(2); }
+fn main() {
+    eprintln!("stoa-loadgen: not built yet (see issue: stoa-loadgen W1)");
+    std::process::exit(2);
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use stoa_config::NodeConfig;
 use stoa_proto::{ErrorCode, NodeId, ALPN_CLIENT, ALPN_PEER};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Everything a client session needs from its node.
@@ -62,6 +62,8 @@ pub struct NodeHandle {
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<Store>,
+    /// Set once at shutdown; every connection task watches it.
+    stopping: watch::Sender<bool>,
 }
 
 /// File in the data directory where a bootstrapping node leaves the first administrator's token.
@@ -139,11 +141,13 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         fanout,
     });
 
+    let (stopping, stop_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(accept_loop(
         endpoint.clone(),
         ctx.clone(),
         pool.clone(),
         rafts.clone(),
+        stop_rx,
     ))];
     if config.cluster.bootstrap {
         bootstrap_groups(&config, &rafts).await?;
@@ -161,6 +165,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         endpoint,
         tasks,
         store,
+        stopping,
     })
 }
 
@@ -278,33 +283,52 @@ async fn accept_loop(
     ctx: Arc<NodeCtx>,
     pool: Arc<PeerPool>,
     rafts: Arc<Vec<Raft>>,
+    stop: watch::Receiver<bool>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
-        let (ctx, pool, rafts) = (ctx.clone(), pool.clone(), rafts.clone());
+        let (ctx, pool, rafts, mut stop) = (ctx.clone(), pool.clone(), rafts.clone(), stop.clone());
+        if *stop.borrow() {
+            incoming.refuse();
+            continue;
+        }
+        // A connection task ends at shutdown even mid-handshake: dropping its handles closes it,
+        // which lets the endpoint release its UDP port.
         tokio::spawn(async move {
-            let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            match tls::alpn(&conn).as_deref() {
-                Some(a) if a == ALPN_PEER => {
-                    let candidates = peer_candidates(&ctx, &rafts);
-                    match tls::peer_node_id(&conn, candidates) {
-                        Some(from) => peer::serve(conn, from, pool, rafts).await,
-                        None => {
-                            tracing::warn!(remote = %conn.remote_address(), "peer certificate names no member; refused");
-                            conn.close(3u32.into(), b"not a cluster member");
-                        }
-                    }
-                }
-                Some(a) if a == ALPN_CLIENT => session::run(conn, ctx).await,
-                _ => conn.close(4u32.into(), b"unknown protocol"),
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = serve_connection(incoming, ctx, pool, rafts) => {}
             }
         });
+    }
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    ctx: Arc<NodeCtx>,
+    pool: Arc<PeerPool>,
+    rafts: Arc<Vec<Raft>>,
+) {
+    let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    match tls::alpn(&conn).as_deref() {
+        Some(a) if a == ALPN_PEER => {
+            let candidates = peer_candidates(&ctx, &rafts);
+            match tls::peer_node_id(&conn, candidates) {
+                Some(from) => peer::serve(conn, from, pool, rafts).await,
+                None => {
+                    tracing::warn!(remote = %conn.remote_address(), "peer certificate names no member; refused");
+                    conn.close(3u32.into(), b"not a cluster member");
+                }
+            }
+        }
+        Some(a) if a == ALPN_CLIENT => session::run(conn, ctx).await,
+        _ => conn.close(4u32.into(), b"unknown protocol"),
     }
 }
 
@@ -357,16 +381,22 @@ impl NodeHandle {
         true
     }
 
-    /// Stop serving: Raft groups, endpoint, room actors; flush storage. Returns when the data
-    /// directory can be reopened.
+    /// Stop serving: Raft groups, endpoint, room actors; flush storage. Returns once the data
+    /// directory is released. The UDP port may stay bound a little longer: quinn keeps a
+    /// connection whose handshake was in flight at `close` until its idle timeout (a process exit
+    /// frees it at once; [`crate::dev::LocalCluster::restart`] waits for it in-process).
     pub async fn shutdown(self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        // Close the endpoint first, while the accept loop still runs: connections that arrive
+        // during shutdown are then refused instead of waiting unaccepted.
+        let _ = self.stopping.send(true);
+        self.endpoint.close(0u32.into(), b"shutdown");
         for raft in self.rafts.iter() {
             let _ = raft.shutdown().await;
         }
-        self.endpoint.close(0u32.into(), b"shutdown");
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.ctx.fanout.stop();
         let _ = self.store.flush().await;
         let NodeHandle {
@@ -375,15 +405,17 @@ impl NodeHandle {
             pool,
             store,
             endpoint,
+            addr,
             ..
         } = self;
         drop((ctx, rafts, pool, endpoint));
-        // Remaining references are in tasks that end with the endpoint; give them a moment.
-        for _ in 0..100 {
-            if Arc::strong_count(&store) == 1 {
-                break;
-            }
+        // Sessions and proposers hold references until they notice the closed endpoint.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if Arc::strong_count(&store) > 1 {
+            tracing::warn!(%addr, "storage still referenced after shutdown");
         }
         drop(store);
     }

@@ -4,6 +4,8 @@
 //! `node-N/` (each node's data), and `admin.token`. Started again on the same directory it reuses
 //! all of it and comes back with its history.
 
+pub mod processes;
+
 use crate::domain::meta::{shard_for_room, MetaCommand};
 use crate::net::tls::{self, NodeTls};
 use crate::node::{NodeError, NodeHandle, ADMIN_TOKEN_FILE, ADMIN_USER};
@@ -15,6 +17,17 @@ use stoa_config::{NodeConfig, PeerConfig};
 use stoa_proto::{ErrorCode, NodeId};
 
 pub const DEMO_ROOM: &str = "lobby";
+
+/// Free UDP ports on 127.0.0.1 (taken and released; a later bind may race, which is unlikely).
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let socks: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    socks
+        .iter()
+        .map(|s| s.local_addr().expect("a bound socket has an address"))
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -163,12 +176,27 @@ impl LocalCluster {
         }
     }
 
-    /// Start node `i` again on its data directory.
+    /// Start node `i` again on its data directory and address. In one process the old
+    /// endpoint's port can stay bound until a stray connection times out (see
+    /// [`NodeHandle::shutdown`]), so binding is retried for a while.
     pub async fn restart(&mut self, i: usize) -> Result<(), DevError> {
         self.stop(i).await;
-        let node = crate::node::start(self.configs[i].clone(), self.tls[i].clone()).await?;
-        self.nodes[i] = Some(node);
-        Ok(())
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match crate::node::start(self.configs[i].clone(), self.tls[i].clone()).await {
+                Ok(node) => {
+                    self.nodes[i] = Some(node);
+                    return Ok(());
+                }
+                Err(NodeError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub async fn shutdown(mut self) {

@@ -1,0 +1,6 @@
+//! Replication: posts are stored on a majority, ordered per room, delivered live on every node, and
+//! survive node stops, restarts and SIGKILL.
+
+mod t10_basic;
+mod t20_lifecycle;
+mod t50_faults;

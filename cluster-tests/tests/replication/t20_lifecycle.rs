@@ -1,0 +1,84 @@
+use cluster_tests::{assert_gap_free, eventually, full_history, init_tracing, TestCluster};
+use std::time::Duration;
+use tracing::info;
+
+const ROOM: &str = "lobby";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t20_stopped_node_restarts_from_its_data_and_catches_up() {
+    init_tracing();
+    let mut tc = TestCluster::start(3).await;
+    let c = tc.client(0).await;
+    for i in 0..10 {
+        c.post_with_id(ROOM, &format!("before {i}"), &format!("b{i}"), false)
+            .await
+            .expect("post");
+    }
+
+    info!("--- node 3 stops; the two others keep committing");
+    tc.cluster.stop(2).await;
+    for i in 0..30 {
+        c.post_with_id(ROOM, &format!("while down {i}"), &format!("d{i}"), false)
+            .await
+            .expect("post with node 3 down");
+    }
+
+    info!("--- node 3 restarts on its data directory and catches up");
+    tc.cluster.restart(2).await.expect("restart");
+    let expected = full_history(&c, ROOM).await;
+    assert_eq!(expected.len(), 40);
+    let c3 = tc.client(2).await;
+    eventually(
+        Duration::from_secs(20),
+        "node 3 has all 40 messages",
+        || async {
+            c3.history(ROOM, None, None, 500)
+                .await
+                .map(|(h, _)| h == expected)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t20_whole_cluster_restart_keeps_all_history() {
+    init_tracing();
+    let mut tc = TestCluster::start(3).await;
+    let c = tc.client_all().await;
+    for i in 0..25 {
+        c.post_with_id(ROOM, &format!("m{i}"), &format!("p{i}"), false)
+            .await
+            .expect("post");
+    }
+    let before = full_history(&c, ROOM).await;
+    drop(c);
+
+    info!("--- every node stops, then all start again on their data");
+    for i in 0..3 {
+        tc.cluster.stop(i).await;
+    }
+    for i in 0..3 {
+        tc.cluster.restart(i).await.expect("restart");
+    }
+    tc.cluster
+        .ready(Duration::from_secs(30))
+        .await
+        .expect("ready again");
+
+    info!("--- the history is intact on every node and posting continues at seq 26");
+    for i in 0..3 {
+        let ci = tc.client(i).await;
+        assert_eq!(full_history(&ci, ROOM).await, before, "node {}", i + 1);
+    }
+    let c = tc.client(1).await;
+    let p = c
+        .post_with_id(ROOM, "after", "after", false)
+        .await
+        .expect("post after restart");
+    assert_eq!(p.seq.0, 26);
+    let h = full_history(&c, ROOM).await;
+    assert_gap_free(ROOM, &h);
+    tc.shutdown().await;
+}
