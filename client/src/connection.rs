@@ -432,6 +432,9 @@ async fn on_frame(shared: &Arc<Shared>, link: &Link, frame: ServerFrame) -> Opti
             debug!(%room, %after, "node stopped live delivery");
             shared.lagged(&room);
         }
+        ServerFrame::Event(stoa_proto::Event::RoomClosed { room, reason }) => {
+            shared.room_closed(&room, &reason);
+        }
         ServerFrame::Goodbye(e) => return Some(LinkEnd::Goodbye(e)),
         ServerFrame::Welcome(_) => return Some(LinkEnd::Protocol("a second Welcome".into())),
     }

@@ -364,6 +364,19 @@ impl Client {
 
     /// The last seq of `room` handed to the event stream, if the room is followed and its
     /// starting point known.
+    /// Rooms whose live delivery the node ended for good since the last call (room disabled or
+    /// deleted, or this user's access removed), with the node's reason. Such rooms are no longer
+    /// followed; subscribe again once the cause is gone.
+    pub fn closed_rooms(&self) -> Vec<(String, ApiError)> {
+        std::mem::take(
+            &mut *self
+                .shared()
+                .closed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
     pub fn last_seq(&self, room: &str) -> Option<Seq> {
         lock(&self.shared().resume).room(room)?.last()
     }

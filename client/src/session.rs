@@ -51,6 +51,8 @@ impl State {
     }
 }
 
+const CLOSED_NOTICES_MAX: usize = 1024;
+
 pub(crate) struct Shared {
     pub cfg: ClientConfig,
     pub endpoint: quinn::Endpoint,
@@ -62,6 +64,8 @@ pub(crate) struct Shared {
     pub state: watch::Sender<State>,
     shutdown: watch::Sender<bool>,
     pub resume: Mutex<Resume>,
+    /// Rooms the node closed for this client, with why; taken by `Client::closed_rooms`.
+    pub closed: Mutex<Vec<(String, stoa_proto::ApiError)>>,
     events_tx: mpsc::Sender<Message>,
     pub events_rx: Mutex<Option<mpsc::Receiver<Message>>>,
     pub events_taken: AtomicBool,
@@ -94,6 +98,7 @@ impl Shared {
             state: watch::Sender::new(State::Connecting),
             shutdown: watch::Sender::new(false),
             resume: Mutex::new(Resume::new()),
+            closed: Mutex::new(Vec::new()),
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             events_taken: AtomicBool::new(false),
@@ -255,6 +260,19 @@ impl Shared {
             slot.send(msg);
         }
         new
+    }
+
+    /// The node ended the room's live delivery for good (disabled, deleted, access removed):
+    /// stop following it, so no reconnect tries to resubscribe.
+    pub fn room_closed(&self, room: &str, reason: &stoa_proto::ApiError) {
+        tracing::warn!(%room, %reason, "room closed by the node");
+        lock(&self.resume).remove(room);
+        let mut closed = lock(&self.closed);
+        // Bounded: only the newest notices are kept for an application that never asks.
+        if closed.len() >= CLOSED_NOTICES_MAX {
+            closed.remove(0);
+        }
+        closed.push((room.to_string(), reason.clone()));
     }
 
     pub fn lagged(self: &Arc<Self>, room: &str) {
@@ -498,6 +516,14 @@ pub(crate) fn unexpected(wanted: &str, got: &Response) -> String {
         Response::RoomCreated(_) => "RoomCreated",
         Response::Rooms(_) => "Rooms",
         Response::WhoAmI { .. } => "WhoAmI",
+        Response::Done => "Done",
+        Response::Categories(_) => "Categories",
+        Response::RoomDetail(_) => "RoomDetail",
+        Response::RoomDetails(_) => "RoomDetails",
+        Response::Groups(_) => "Groups",
+        Response::Policy(_) => "Policy",
+        Response::Settings(_) => "Settings",
+        Response::AddIns(_) => "AddIns",
     };
     format!("expected a {wanted} answer, got {got}")
 }

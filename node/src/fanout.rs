@@ -8,7 +8,7 @@
 //! ignores committed messages at or below what it has seen, so a subscriber gets every message once,
 //! in order, whatever the race between apply, dispatch and actor creation.
 
-use crate::store::sm::{AppliedPosts, ShardView};
+use crate::store::sm::{AppliedPosts, MetaView, ShardView};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 #[derive(Clone)]
 pub struct Subscriber {
     pub id: u64,
+    /// The signed-in user, whose access is checked again whenever the directory changes.
+    pub user: String,
     pub tx: mpsc::Sender<Bytes>,
     pub lagged: Arc<Lagged>,
 }
@@ -72,11 +74,17 @@ pub struct Fanout {
     arbiter: ArbiterHandle,
     system: actix::System,
     limits: FanoutLimits,
+    meta: MetaView,
 }
 
 impl Fanout {
-    /// Start the actix system thread and the dispatcher task fed by `applied`.
-    pub fn start(limits: FanoutLimits, applied: mpsc::Receiver<AppliedPosts>) -> Fanout {
+    /// Start the actix system thread, the dispatcher task fed by `applied`, and the task that has
+    /// room actors check their subscribers' access after every directory change.
+    pub fn start(
+        limits: FanoutLimits,
+        applied: mpsc::Receiver<AppliedPosts>,
+        meta: MetaView,
+    ) -> Fanout {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("stoa-rooms".into())
@@ -96,8 +104,10 @@ impl Fanout {
             arbiter,
             system,
             limits,
+            meta,
         };
         tokio::spawn(fanout.clone().dispatch(applied));
+        tokio::spawn(fanout.clone().recheck_on_changes());
         fanout
     }
 
@@ -142,6 +152,23 @@ impl Fanout {
                         Err(SendError::Closed(_)) => {}
                     }
                 }
+            }
+        }
+    }
+
+    async fn recheck_on_changes(self) {
+        let mut changes = self.meta.subscribe();
+        while changes.changed().await.is_ok() {
+            let rooms: Vec<Addr<RoomActor>> = self
+                .rooms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for addr in rooms {
+                // A full mailbox is busy delivering; its next recheck comes with the next change.
+                let _ = addr.try_send(RoomMsg::Recheck);
             }
         }
     }
@@ -192,6 +219,7 @@ impl Fanout {
             last: view.last_seq(room_id),
             subs: HashMap::new(),
             limits: self.limits,
+            meta: self.meta.clone(),
         };
         let addr = RoomActor::start_in_arbiter(&self.arbiter, move |_| actor);
         rooms.insert(room_id, addr.clone());
@@ -212,6 +240,8 @@ pub enum RoomMsg {
     Unsubscribe {
         subscriber: u64,
     },
+    /// The directory changed: end delivery to subscribers who may no longer read the room.
+    Recheck,
 }
 
 enum SubState {
@@ -238,6 +268,7 @@ pub struct RoomActor {
     last: Seq,
     subs: HashMap<u64, Sub>,
     limits: FanoutLimits,
+    meta: MetaView,
 }
 
 impl Actor for RoomActor {
@@ -361,6 +392,44 @@ impl RoomActor {
         Ok(self.last)
     }
 
+    fn recheck(&mut self) {
+        let (room_id, room) = (self.room_id, self.room.clone());
+        let refused: Vec<(u64, ApiError)> = self.meta.read(|m| {
+            let record = m.room(&room).filter(|r| r.id == room_id);
+            self.subs
+                .iter()
+                .filter_map(|(&id, s)| {
+                    let why = match (record, m.user(&s.sub.user)) {
+                        (None, _) => Some(format!("room {room:?} was deleted")),
+                        (Some(_), None) => Some(format!("user {} no longer exists", s.sub.user)),
+                        (Some(r), Some(u)) if r.disabled && !u.admin => {
+                            Some(format!("room {room:?} was disabled"))
+                        }
+                        (Some(r), Some(u)) if !m.access(u, r).read => {
+                            Some(format!("{} may no longer read {room:?}", u.name))
+                        }
+                        _ => None,
+                    };
+                    why.map(|w| (id, ApiError::new(ErrorCode::Forbidden, w)))
+                })
+                .collect()
+        });
+        for (id, reason) in refused {
+            let Some(s) = self.subs.remove(&id) else {
+                continue;
+            };
+            tracing::debug!(room = %self.room, user = %s.sub.user, %reason, "live delivery ended");
+            let event = ServerFrame::Event(Event::RoomClosed {
+                room: self.room.clone(),
+                reason,
+            });
+            if let Ok(frame) = encode_frame(&event, self.limits.frame_bytes_max) {
+                // Best effort: a full queue means the session is being cut anyway.
+                let _ = s.sub.tx.try_send(frame);
+            }
+        }
+    }
+
     fn backlog_loaded(
         &mut self,
         id: u64,
@@ -432,6 +501,7 @@ impl Handler<RoomMsg> for RoomActor {
             RoomMsg::Unsubscribe { subscriber } => {
                 self.subs.remove(&subscriber);
             }
+            RoomMsg::Recheck => self.recheck(),
         }
     }
 }

@@ -91,6 +91,9 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
 
     let limits = &config.limits;
     let (applied_tx, applied_rx) = mpsc::channel(1024);
+    let raft_config = Arc::new(raft_config(&config)?);
+    let mut rafts = Vec::new();
+    let (meta_sm, meta) = StateMachine::open_meta(store.clone()).await?;
     let fanout = Fanout::start(
         FanoutLimits {
             frame_bytes_max: limits.frame_bytes_max,
@@ -98,11 +101,8 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
             room_mailbox_max: limits.room_mailbox_max,
         },
         applied_rx,
+        meta.clone(),
     );
-
-    let raft_config = Arc::new(raft_config(&config)?);
-    let mut rafts = Vec::new();
-    let (meta_sm, meta) = StateMachine::open_meta(store.clone()).await?;
     rafts.push(new_raft(me, GroupId::META, &raft_config, &pool, &store, meta_sm).await?);
     let mut shards = Vec::new();
     for g in 1..=config.cluster.shards {

@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`ids`]: newtypes for identifiers that travel on the wire.
 //! - [`msg`]: client → node requests, node → client responses and events.
+//! - [`directory`]: categories, rooms and roles, groups, policy, settings, add-ins.
 //! - [`error`]: the typed error codes a client can show.
 //! - [`codec`]: length-prefixed frames (u32 big-endian length, bincode 2 payload) with hard limits.
 //!
@@ -11,11 +12,13 @@
 //! change that alters the golden bytes in `codec::tests` bumps [`PROTOCOL_VERSION`].
 
 pub mod codec;
+pub mod directory;
 pub mod error;
 pub mod ids;
 pub mod msg;
 
 pub use codec::{decode, encode, encode_frame, CodecError, FrameDecoder, FRAME_HEADER_BYTES};
+pub use directory::*;
 pub use error::{ApiError, ErrorCode};
 pub use ids::{NodeId, Seq};
 pub use msg::*;

@@ -5,6 +5,7 @@
 //! a [`ServerFrame::Response`] carrying that id, in any order, and pushes [`ServerFrame::Event`]s for
 //! the rooms the client subscribed to. Many requests may be in flight at once.
 
+use crate::directory::*;
 use crate::{ApiError, NodeId, Seq};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,18 @@ pub enum Request {
     },
     ListRooms,
     WhoAmI,
+    /// Administrators only. `site` is the user's site for policy resolution.
+    CreateUserAt {
+        name: String,
+        admin: bool,
+        site: Option<String>,
+    },
+    Category(CategoryOp),
+    Room(RoomOp),
+    Group(GroupOp),
+    Policy(PolicyOp),
+    Config(ConfigOp),
+    AddIn(AddInOp),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +133,15 @@ pub enum Response {
         admin: bool,
         node: NodeId,
     },
+    /// A directory change was applied.
+    Done,
+    Categories(Vec<CategoryInfo>),
+    RoomDetail(RoomDetail),
+    RoomDetails(Vec<RoomDetail>),
+    Groups(Vec<GroupInfo>),
+    Policy(PolicyInfo),
+    Settings(ClusterSettings),
+    AddIns(Vec<AddInInfo>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +152,12 @@ pub enum Event {
     Lagged {
         room: String,
         after: Seq,
+    },
+    /// The room is no longer available to this connection (disabled, deleted, or access removed);
+    /// live delivery of it has ended.
+    RoomClosed {
+        room: String,
+        reason: ApiError,
     },
 }
 

@@ -436,5 +436,7 @@ fn handle(st: &mut State, sid: u64, body: Request) -> Result<Response, ApiError>
                 node: NodeId(node),
             })
         }
+        // The directory is the real node's business; the fake only speaks messaging.
+        _ => Err(ApiError::new(ErrorCode::Invalid, "the fake node has no directory")),
     }
 }

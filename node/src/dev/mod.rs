@@ -14,9 +14,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stoa_config::{NodeConfig, PeerConfig};
-use stoa_proto::{ErrorCode, NodeId};
+use stoa_proto::{
+    CategoryOp, CategorySpec, ErrorCode, Invitations, NodeId, PolicyScope, Principal, Privacy,
+    RoomOp, RoomSpec, RoomType,
+};
 
 pub const DEMO_ROOM: &str = "lobby";
+pub const DEMO_CATEGORY: &str = "demo";
 
 /// Free UDP ports on 127.0.0.1 (taken and released; a later bind may race, which is unlikely).
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
@@ -124,10 +128,38 @@ impl LocalCluster {
         };
         std::fs::write(self.dir.join(ADMIN_TOKEN_FILE), format!("{token}\n"))
             .map_err(|e| DevError::Setup(format!("cannot write the admin token: {e}")))?;
-        self.ensure_room(DEMO_ROOM, "Say hello").await?;
+        self.demo_setup().await?;
         Ok(token)
     }
 
+    /// The demo of `stoa-node dev`: a category open to everyone, the room `lobby` in it, and chat
+    /// enabled for everyone (the global policy ships disabled). Repeating it changes nothing.
+    async fn demo_setup(&self) -> Result<(), DevError> {
+        let by = ADMIN_USER.to_string();
+        self.admin_command(MetaCommand::Category {
+            by: by.clone(),
+            op: CategoryOp::Create(CategorySpec {
+                name: DEMO_CATEGORY.into(),
+                description: "Made by stoa-node dev".into(),
+                allowed: vec![Principal::Everyone],
+                denied: vec![],
+                creators: vec![Principal::Everyone],
+                file_upload: true,
+                invitations: true,
+                chat_history: true,
+            }),
+        })
+        .await?;
+        self.ensure_room(DEMO_ROOM, "Say hello").await?;
+        self.admin_command(MetaCommand::Policy {
+            by,
+            scope: PolicyScope::Global,
+            enabled: Some(true),
+        })
+        .await
+    }
+
+    /// An open room in the demo category (made if missing).
     pub async fn ensure_room(&self, name: &str, description: &str) -> Result<(), DevError> {
         let node = self
             .nodes
@@ -135,25 +167,43 @@ impl LocalCluster {
             .flatten()
             .next()
             .ok_or_else(|| DevError::Setup("no node running".into()))?;
-        let shards = node.ctx.config.cluster.shards;
-        let cmd = MetaCommand::CreateRoom {
-            by: ADMIN_USER.into(),
+        let shard_count = node.ctx.config.cluster.shards;
+        let spec = RoomSpec {
             name: name.into(),
+            category: DEMO_CATEGORY.into(),
             description: description.into(),
-            shard: shard_for_room(name, shards),
-            shard_count: shards,
+            privacy: Privacy::Open,
+            room_type: RoomType::Normal,
+            invitations: Invitations::Inherit,
+            addin: None,
         };
+        let shard = shard_for_room(name, shard_count);
+        self.admin_command(MetaCommand::Room {
+            by: ADMIN_USER.into(),
+            op: RoomOp::Create(spec),
+            shard,
+            shard_count,
+        })
+        .await
+    }
+
+    /// Apply a directory command as the administrator; "already exists" counts as done.
+    async fn admin_command(&self, cmd: MetaCommand) -> Result<(), DevError> {
+        let node = self
+            .nodes
+            .iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| DevError::Setup("no node running".into()))?;
         match node
             .ctx
             .proposals
-            .propose(GroupId::META, Command::Meta(cmd))
+            .propose(GroupId::META, Command::Meta(cmd.clone()))
             .await
         {
             Ok(CommandResult::Meta(Ok(_))) => Ok(()),
             Ok(CommandResult::Meta(Err(e))) if e.code == ErrorCode::AlreadyExists => Ok(()),
-            other => Err(DevError::Setup(format!(
-                "cannot create room {name}: {other:?}"
-            ))),
+            other => Err(DevError::Setup(format!("{cmd:?} failed: {other:?}"))),
         }
     }
 

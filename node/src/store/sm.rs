@@ -46,6 +46,11 @@ impl MetaView {
         f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Ticks after every applied batch of directory changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Wait (up to `timeout`) until `f` answers `Some`, re-checking after each applied batch. Lets a
     /// node that lags the meta leader by a few entries still find a user or room just created.
     pub async fn wait_for<T>(

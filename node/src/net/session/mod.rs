@@ -126,6 +126,7 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
     let session = Arc::new(Session {
         subscriber: Subscriber {
             id: next_subscriber_id(),
+            user: user.name.clone(),
             tx: out.clone(),
             lagged,
         },

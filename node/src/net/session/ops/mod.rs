@@ -1,0 +1,185 @@
+//! The client requests: check what the node can check early (limits, access against this node's
+//! directory), then read locally or propose to the group that decides.
+//!
+//! - `messages`: post, join, history, subscribe.
+//! - `directory`: users, categories, rooms and roles, groups, policy, settings, add-ins.
+
+mod directory;
+mod messages;
+
+pub use messages::{new_token, now_ms};
+
+use super::{Session, DIRECTORY_LAG_WAIT};
+use crate::domain::meta::{
+    MetaCommand, MetaOutcome, MetaState, RoomAccess, RoomRecord, UserRecord,
+};
+use crate::raft::{Command, CommandResult, GroupId};
+use crate::store::sm::ShardView;
+use stoa_proto::{ApiError, ErrorCode, Privacy, Request, Response, RoomType};
+
+pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiError> {
+    match req {
+        Request::Post(p) => messages::post(s, p).await,
+        Request::Join { room } => messages::join(s, &room).await,
+        Request::History {
+            room,
+            before,
+            after,
+            limit,
+        } => messages::history(s, &room, before, after, limit).await,
+        Request::Subscribe { room, after } => messages::subscribe(s, &room, after)
+            .await
+            .map(|last_seq| Response::Subscribed { room, last_seq }),
+        Request::Unsubscribe { room } => {
+            let id = s
+                .rooms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&room);
+            if let Some(id) = id {
+                s.ctx.fanout.unsubscribe(id, s.subscriber.id);
+            }
+            Ok(Response::Unsubscribed { room })
+        }
+        Request::CreateUser { name, admin } => directory::create_user(s, name, admin, None).await,
+        Request::CreateUserAt { name, admin, site } => {
+            directory::create_user(s, name, admin, site).await
+        }
+        Request::CreateRoom { name, description } => {
+            directory::create_room_legacy(s, name, description).await
+        }
+        Request::ListRooms => {
+            let user = s.user_record()?;
+            Ok(Response::Rooms(s.ctx.meta.read(|m| {
+                m.rooms()
+                    .filter(|r| m.access(&user, r).find)
+                    .map(RoomRecord::info)
+                    .collect()
+            })))
+        }
+        Request::WhoAmI => Ok(Response::WhoAmI {
+            user: s.user.name.clone(),
+            admin: s.user.admin,
+            node: s.ctx.node,
+        }),
+        Request::Category(op) => directory::category(s, op).await,
+        Request::Room(op) => directory::room(s, op).await,
+        Request::Group(op) => directory::group(s, op).await,
+        Request::Policy(op) => directory::policy(s, op).await,
+        Request::Config(op) => directory::config(s, op).await,
+        Request::AddIn(op) => directory::addin(s, op).await,
+    }
+}
+
+/// What a request needs to be allowed to do with a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Need {
+    Read,
+    Post,
+}
+
+impl Session {
+    /// The signed-in user's current record (it may have changed since the hello).
+    pub(super) fn user_record(&self) -> Result<UserRecord, ApiError> {
+        self.ctx
+            .meta
+            .read(|m| m.user(&self.user.name).cloned())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    format!("user {} no longer exists", self.user.name),
+                )
+            })
+    }
+}
+
+/// The room and its shard's view if the user may `need` it. A room the user may not find answers
+/// "not found", exactly like a room that does not exist, so secret rooms do not leak. Waits briefly
+/// for a room created on another node a moment ago.
+pub(super) async fn room_for(
+    s: &Session,
+    name: &str,
+    need: Need,
+) -> Result<(RoomRecord, ShardView), ApiError> {
+    let user = s.user_record()?;
+    let found = s
+        .ctx
+        .meta
+        .wait_for(DIRECTORY_LAG_WAIT, |m| {
+            let room = m.room(name)?;
+            let access = m.access(&user, room);
+            access
+                .find
+                .then(|| (room.clone(), access, refusal(m, &user, room, access, need)))
+        })
+        .await;
+    let (room, _, refused) =
+        found.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {name:?}")))?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    let view = s
+        .ctx
+        .shards
+        .get(room.shard as usize - 1)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "room {name:?} is in shard {} which this node lacks",
+                    room.shard
+                ),
+            )
+        })?;
+    Ok((room, view))
+}
+
+/// Why `need` is refused, or `None` when it is allowed.
+fn refusal(
+    m: &MetaState,
+    user: &UserRecord,
+    room: &RoomRecord,
+    access: RoomAccess,
+    need: Need,
+) -> Option<ApiError> {
+    let allowed = match need {
+        Need::Read => access.read,
+        Need::Post => access.post,
+    };
+    if allowed {
+        return None;
+    }
+    let why = if room.disabled {
+        format!("room {:?} is disabled", room.name)
+    } else if !m.chat_enabled(user) {
+        format!("chat is disabled for {} by policy", user.name)
+    } else if !access.read {
+        format!(
+            "room {:?} is {}: only its members enter",
+            room.name, room.privacy
+        )
+    } else if room.room_type == RoomType::Auditorium {
+        format!("only presenters post in auditorium {:?}", room.name)
+    } else {
+        format!("{} may not post in {:?}", user.name, room.name)
+    };
+    debug_assert!(room.privacy != Privacy::Secret || access.find);
+    Some(ApiError::new(ErrorCode::Forbidden, why))
+}
+
+/// Propose a directory change to the meta group and return what applying it answered.
+pub(super) async fn meta(s: &Session, cmd: MetaCommand) -> Result<MetaOutcome, ApiError> {
+    match s
+        .ctx
+        .proposals
+        .propose(GroupId::META, Command::Meta(cmd))
+        .await?
+    {
+        CommandResult::Meta(r) => r,
+        other => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("unexpected answer {other:?}"),
+        )),
+    }
+}
