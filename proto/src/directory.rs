@@ -44,7 +44,9 @@ impl FromStr for Principal {
 macro_rules! word_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$m])*
+        // Lower-case names in text formats (JSON); bincode encodes the variant index, not the name.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
         pub enum $name { $($variant),+ }
 
         impl $name {
