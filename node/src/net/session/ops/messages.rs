@@ -1,7 +1,6 @@
 //! Posting and reading messages.
 
-use super::{room_for, Need, Session};
-use crate::domain::meta::RoomRecord;
+use super::{room_for, Need, RoomRef, Session};
 use crate::domain::shard::ProposedPost;
 use crate::store::sm::ShardView;
 use std::time::Instant;
@@ -129,7 +128,7 @@ pub(super) async fn subscribe(
 
 async fn subscribe_room(
     s: &Session,
-    room: &RoomRecord,
+    room: &RoomRef,
     view: &ShardView,
     after: Option<Seq>,
 ) -> Result<Seq, ApiError> {

@@ -93,6 +93,15 @@ impl Session {
     }
 }
 
+/// What a message request needs to know of a room: cheap to copy, unlike the record with its
+/// role lists (cloned per post, those would cost O(members)).
+#[derive(Debug, Clone)]
+pub(super) struct RoomRef {
+    pub id: u64,
+    pub name: String,
+    pub shard: u32,
+}
+
 /// The room and its shard's view if the user may `need` it. A room the user may not find answers
 /// "not found", exactly like a room that does not exist, so secret rooms do not leak. Waits briefly
 /// for a room created on another node a moment ago.
@@ -100,7 +109,7 @@ pub(super) async fn room_for(
     s: &Session,
     name: &str,
     need: Need,
-) -> Result<(RoomRecord, ShardView), ApiError> {
+) -> Result<(RoomRef, ShardView), ApiError> {
     let user = s.user_record()?;
     let found = s
         .ctx
@@ -108,12 +117,17 @@ pub(super) async fn room_for(
         .wait_for(DIRECTORY_LAG_WAIT, |m| {
             let room = m.room(name)?;
             let access = m.access(&user, room);
+            let room_ref = RoomRef {
+                id: room.id,
+                name: room.name.clone(),
+                shard: room.shard,
+            };
             access
                 .find
-                .then(|| (room.clone(), access, refusal(m, &user, room, access, need)))
+                .then(|| (room_ref, refusal(m, &user, room, access, need)))
         })
         .await;
-    let (room, _, refused) =
+    let (room, refused) =
         found.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {name:?}")))?;
     if let Some(e) = refused {
         return Err(e);
