@@ -15,7 +15,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STOA_LOG")
-                .unwrap_or_else(|_| "info,openraft=error,sled=warn,quinn=warn".into()),
+                .unwrap_or_else(|_| "info,openraft=off,sled=warn,quinn=warn".into()),
         )
         .with_test_writer()
         .try_init();

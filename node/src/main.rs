@@ -50,12 +50,15 @@ enum Cmd {
     ConfigDefaults,
 }
 
+/// openraft logs every failed heartbeat to an unreachable peer at error level, which buries
+/// everything else during an outage; its logs are off by default (`STOA_LOG=info,openraft=warn`
+/// turns them on). Stoa's own logs report what matters to an operator.
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STOA_LOG")
-                .unwrap_or_else(|_| "info,openraft=error,sled=warn,quinn=warn".into()),
+                .unwrap_or_else(|_| "info,openraft=off,sled=warn,quinn=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -91,10 +91,14 @@ impl LocalCluster {
             tls,
             nodes: Vec::new(),
         };
-        for i in 0..cluster.configs.len() {
+        // Start the bootstrapping node last, so its first elections find its peers listening.
+        let mut order: Vec<usize> = (0..cluster.configs.len()).collect();
+        order.sort_by_key(|&i| cluster.configs[i].cluster.bootstrap);
+        cluster.nodes = (0..cluster.configs.len()).map(|_| None).collect();
+        for i in order {
             let node =
                 crate::node::start(cluster.configs[i].clone(), cluster.tls[i].clone()).await?;
-            cluster.nodes.push(Some(node));
+            cluster.nodes[i] = Some(node);
         }
         Ok(cluster)
     }
@@ -249,10 +253,9 @@ impl LocalCluster {
         }
     }
 
-    pub async fn shutdown(mut self) {
-        for i in 0..self.nodes.len() {
-            self.stop(i).await;
-        }
+    /// Stop every node, all at once.
+    pub async fn shutdown(self) {
+        futures::future::join_all(self.nodes.into_iter().flatten().map(NodeHandle::shutdown)).await;
     }
 }
 

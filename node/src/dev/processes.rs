@@ -103,7 +103,7 @@ impl ProcCluster {
         let child = Command::new(&self.bin)
             .args(["run", "--config"])
             .arg(self.dir.path().join(format!("node{id}.toml")))
-            .env("STOA_LOG", "info,openraft=error")
+            .env("STOA_LOG", "info,openraft=off")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
