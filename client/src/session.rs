@@ -524,6 +524,7 @@ pub(crate) fn unexpected(wanted: &str, got: &Response) -> String {
         Response::Policy(_) => "Policy",
         Response::Settings(_) => "Settings",
         Response::AddIns(_) => "AddIns",
+        Response::Found(_) => "Found",
     };
     format!("expected a {wanted} answer, got {got}")
 }

@@ -75,6 +75,8 @@ pub struct Fanout {
     system: actix::System,
     limits: FanoutLimits,
     meta: MetaView,
+    /// Applied messages also go to the search index (never blocking delivery; see `search`).
+    index: Option<mpsc::Sender<Vec<crate::search::Indexed>>>,
 }
 
 impl Fanout {
@@ -84,6 +86,7 @@ impl Fanout {
         limits: FanoutLimits,
         applied: mpsc::Receiver<AppliedPosts>,
         meta: MetaView,
+        index: Option<mpsc::Sender<Vec<crate::search::Indexed>>>,
     ) -> Fanout {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -105,6 +108,7 @@ impl Fanout {
             system,
             limits,
             meta,
+            index,
         };
         tokio::spawn(fanout.clone().dispatch(applied));
         tokio::spawn(fanout.clone().recheck_on_changes());
@@ -117,6 +121,17 @@ impl Fanout {
 
     async fn dispatch(self, mut applied: mpsc::Receiver<AppliedPosts>) {
         while let Some(batch) = applied.recv().await {
+            if let Some(index) = &self.index {
+                let items = batch
+                    .iter()
+                    .map(|(room_id, message)| crate::search::Indexed {
+                        room_id: *room_id,
+                        message: message.clone(),
+                    })
+                    .collect();
+                // A full indexer queue drops the batch; the index notices the gap and re-reads it.
+                let _ = index.try_send(items);
+            }
             // Group by room, keeping log order within each room.
             let mut by_room: Vec<(u64, Vec<(Seq, Bytes)>)> = Vec::new();
             for (room, msg) in batch {

@@ -7,6 +7,7 @@
 //! - [`net`]: QUIC: TLS and certificates, node-to-node RPC, client sessions.
 //! - [`propose`]: committing commands (leader forwarding, retries) and per-shard post batching.
 //! - [`fanout`]: actix room actors delivering committed messages to local sessions.
+//! - [`search`]: the tantivy index of messages, fed by applied messages, rebuilt from sled.
 //! - [`node`]: assembling and running one node; [`dev`]: a local cluster in one process.
 
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it at every
@@ -20,6 +21,7 @@ pub mod net;
 pub mod node;
 pub mod propose;
 pub mod raft;
+pub mod search;
 pub mod store;
 
 pub use node::{start, NodeCtx, NodeError, NodeHandle};

@@ -9,6 +9,7 @@ use crate::net::tls::{self, NodeTls};
 use crate::propose::{Proposals, Proposer, ProposerLimits};
 use crate::raft::network::NetworkFactory;
 use crate::raft::{Command, CommandResult, GroupId, Raft};
+use crate::search::SearchIndex;
 use crate::store::log::LogStore;
 use crate::store::sm::{MetaView, ShardView, StateMachine};
 use crate::store::Store;
@@ -34,6 +35,7 @@ pub struct NodeCtx {
     pub proposals: Proposals,
     pub fanout: Fanout,
     pub connections: Arc<Semaphore>,
+    pub search: Arc<SearchIndex>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub enum NodeError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchError),
 }
 
 /// A running node. Dropping it without [`NodeHandle::shutdown`] leaves tasks running.
@@ -94,6 +98,8 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let raft_config = Arc::new(raft_config(&config)?);
     let mut rafts = Vec::new();
     let (meta_sm, meta) = StateMachine::open_meta(store.clone()).await?;
+    let search = SearchIndex::open(&data_dir.join("search"))?;
+    let (index_tx, index_rx) = mpsc::channel(256);
     let fanout = Fanout::start(
         FanoutLimits {
             frame_bytes_max: limits.frame_bytes_max,
@@ -102,6 +108,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         },
         applied_rx,
         meta.clone(),
+        Some(index_tx),
     );
     rafts.push(new_raft(me, GroupId::META, &raft_config, &pool, &store, meta_sm).await?);
     let mut shards = Vec::new();
@@ -112,6 +119,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         shards.push(view);
     }
     drop(applied_tx);
+    let index_task = tokio::spawn(search.clone().run(shards.clone(), index_rx));
     let rafts = Arc::new(rafts);
     let rpc_timeout = Duration::from_millis(config.raft.rpc_timeout_ms);
     let proposals = Proposals::new(
@@ -133,6 +141,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let ctx = Arc::new(NodeCtx {
         node: me,
         connections: Arc::new(Semaphore::new(limits.connections_max)),
+        search,
         config: config.clone(),
         meta,
         shards,
@@ -149,6 +158,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         rafts.clone(),
         stop_rx,
     ))];
+    tasks.push(index_task);
     if config.cluster.bootstrap {
         bootstrap_groups(&config, &rafts).await?;
         tasks.push(tokio::spawn(bootstrap_admin(
@@ -398,7 +408,10 @@ impl NodeHandle {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.ctx.fanout.stop();
+        let _ = self.ctx.search.refresh().await;
         let _ = self.store.flush().await;
+        // The index writer holds a file lock; it must be gone before the node can start again.
+        let search = Arc::downgrade(&self.ctx.search);
         let NodeHandle {
             ctx,
             rafts,
@@ -411,7 +424,9 @@ impl NodeHandle {
         drop((ctx, rafts, pool, endpoint));
         // Sessions and proposers hold references until they notice the closed endpoint.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+        while (Arc::strong_count(&store) > 1 || search.strong_count() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if Arc::strong_count(&store) > 1 {

@@ -69,6 +69,23 @@ pub enum Request {
     Policy(PolicyOp),
     Config(ConfigOp),
     AddIn(AddInOp),
+    /// Messages matching words, in one room or all rooms the user may read, newest first.
+    SearchMessages(MessageQuery),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageQuery {
+    /// Words that must all appear (tantivy query syntax: `"exact phrase"`, `a OR b`, `-word`).
+    pub text: String,
+    pub room: Option<String>,
+    pub author: Option<String>,
+    /// Posted at or after (ms since the epoch).
+    pub from_ms: Option<u64>,
+    /// Posted at or before.
+    pub to_ms: Option<u64>,
+    /// Results to skip (paging).
+    pub offset: u32,
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +159,8 @@ pub enum Response {
     Policy(PolicyInfo),
     Settings(ClusterSettings),
     AddIns(Vec<AddInInfo>),
+    /// Search results, newest first.
+    Found(Vec<Message>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

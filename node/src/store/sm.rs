@@ -81,6 +81,12 @@ pub struct ShardView {
 }
 
 impl ShardView {
+    /// Every room of the shard with its head.
+    pub fn heads(&self) -> Vec<(u64, RoomHead)> {
+        let heads = self.heads.read().unwrap_or_else(|e| e.into_inner());
+        heads.iter().map(|(r, h)| (*r, h.clone())).collect()
+    }
+
     pub fn last_seq(&self, room: u64) -> Seq {
         let heads = self.heads.read().unwrap_or_else(|e| e.into_inner());
         heads.get(&room).map_or(Seq::ZERO, |h| h.last_seq)

@@ -143,6 +143,36 @@ async fn subscribe_room(
         .await
 }
 
+/// Search the rooms the user may read (or the one named, if readable), newest first.
+pub(super) async fn search(s: &Session, q: stoa_proto::MessageQuery) -> Result<Response, ApiError> {
+    let user = s.user_record()?;
+    let rooms = match &q.room {
+        Some(name) => {
+            let (room, view) = room_for(s, name, Need::Read).await?;
+            std::collections::HashMap::from([(room.id, (room.name, view))])
+        }
+        None => s.ctx.meta.read(|m| {
+            m.rooms()
+                .filter(|r| m.access(&user, r).read)
+                .filter_map(|r| {
+                    let view = s.ctx.shards.get(r.shard as usize - 1)?.clone();
+                    Some((r.id, (r.name.clone(), view)))
+                })
+                .collect()
+        }),
+    };
+    let query = crate::search::MessageQuery {
+        text: q.text,
+        rooms,
+        author: q.author,
+        from_ms: q.from_ms,
+        to_ms: q.to_ms,
+        offset: q.offset,
+        limit: q.limit,
+    };
+    s.ctx.search.search(query).await.map(Response::Found)
+}
+
 fn storage(e: crate::raft::StorageError) -> ApiError {
     tracing::error!(error = %e, "storage read failed");
     ApiError::new(ErrorCode::Internal, "storage read failed")

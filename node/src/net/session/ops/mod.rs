@@ -68,6 +68,7 @@ pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiErr
         Request::Policy(op) => directory::policy(s, op).await,
         Request::Config(op) => directory::config(s, op).await,
         Request::AddIn(op) => directory::addin(s, op).await,
+        Request::SearchMessages(q) => messages::search(s, q).await,
     }
 }
 

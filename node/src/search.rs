@@ -1,0 +1,567 @@
+//! Full-text search of messages with tantivy: one index per node under `DATA_DIR/search`, fed by
+//! the messages its shards apply, queried for the rooms a user may read.
+//!
+//! Durability: the index commits about once a second, and every commit carries, as its payload,
+//! the last indexed seq of each room. On start the node re-indexes, from sled, whatever the shards
+//! hold beyond that (everything, when the index is missing), so a crash or a lost index directory
+//! costs a re-index, never a missing message. Only (room, seq, author, time) are stored in the index;
+//! the text is read back from sled, so removed or replaced text never lingers in results.
+
+use crate::store::sm::ShardView;
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stoa_proto::{ApiError, ErrorCode, Message, Seq};
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
+};
+use tantivy::{doc, Index, IndexReader, IndexWriter, Order, TantivyDocument, Term};
+use tokio::sync::mpsc;
+
+/// Messages per page of results, at most.
+pub const RESULTS_PAGE_MAX: u32 = 100;
+/// Memory the index writer may buffer before it flushes a segment.
+const WRITER_BYTES: usize = 32 << 20;
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy)]
+struct Fields {
+    room: Field,
+    seq: Field,
+    ts: Field,
+    author: Field,
+    text: Field,
+}
+
+/// A message to index.
+pub struct Indexed {
+    pub room_id: u64,
+    pub message: Message,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("search index directory {path}: {reason}")]
+    Dir { path: String, reason: String },
+    #[error("storage: {0}")]
+    Storage(#[from] crate::raft::StorageError),
+}
+
+/// What a search asks for.
+pub struct MessageQuery {
+    pub text: String,
+    /// Rooms to search (those the user may read), with their names.
+    pub rooms: HashMap<u64, (String, ShardView)>,
+    pub author: Option<String>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+    /// Last seq indexed per room, committed with the index as its payload.
+    indexed: Mutex<HashMap<u64, u64>>,
+    /// Set when a message arrived out of sequence (the feed dropped some while the indexer was
+    /// busy): the next tick re-reads the missing ones from sled.
+    lagging: std::sync::atomic::AtomicBool,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let fields = Fields {
+        room: b.add_u64_field("room", INDEXED | STORED | FAST),
+        seq: b.add_u64_field("seq", STORED),
+        ts: b.add_u64_field("ts", INDEXED | FAST),
+        author: b.add_text_field("author", STRING),
+        text: b.add_text_field("text", TEXT),
+    };
+    (b.build(), fields)
+}
+
+impl SearchIndex {
+    pub fn open(dir: &Path) -> Result<Arc<SearchIndex>, SearchError> {
+        std::fs::create_dir_all(dir).map_err(|e| SearchError::Dir {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let (schema, fields) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(|e| SearchError::Dir {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let index = Index::open_or_create(mmap, schema)?;
+        let indexed: HashMap<u64, u64> = index
+            .load_metas()?
+            .payload
+            .and_then(|p| payload::parse(&p))
+            .unwrap_or_default();
+        let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::OnCommitWithDelay)
+            .try_into()?;
+        Ok(Arc::new(SearchIndex {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            fields,
+            indexed: Mutex::new(indexed),
+            lagging: Default::default(),
+        }))
+    }
+
+    /// Add messages in sequence: one at or below a room's indexed seq is skipped, one beyond the
+    /// next expected seq marks the index as lagging (a catch-up from sled fills the gap in order).
+    fn add(&self, batch: &[Indexed]) -> Result<(), SearchError> {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut indexed = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
+        let f = self.fields;
+        for item in batch {
+            let last = indexed.entry(item.room_id).or_insert(0);
+            if item.message.seq.0 <= *last {
+                continue;
+            }
+            if item.message.seq.0 != *last + 1 {
+                self.lagging
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            *last = item.message.seq.0;
+            let m = &item.message;
+            writer.add_document(doc!(
+                f.room => item.room_id,
+                f.seq => m.seq.0,
+                f.ts => m.ts_ms,
+                f.author => m.author.clone(),
+                f.text => m.text.clone(),
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<(), SearchError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let payload = payload::render(&self.indexed.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        Ok(())
+    }
+
+    /// Index from sled everything the shards hold beyond what the index has (all of it when new).
+    pub async fn catch_up(self: &Arc<Self>, shards: &[ShardView]) -> Result<u64, SearchError> {
+        let mut added = 0;
+        for view in shards {
+            for (room_id, head) in view.heads() {
+                let mut from = self
+                    .indexed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&room_id)
+                    .copied()
+                    .unwrap_or(0);
+                while from < head.last_seq.0 {
+                    let page = view
+                        .read(
+                            room_id,
+                            head.name.clone(),
+                            Seq(from),
+                            Seq(u64::MAX),
+                            1000,
+                            false,
+                        )
+                        .await?;
+                    let Some(last) = page.last().map(|m| m.seq.0) else {
+                        break;
+                    };
+                    let batch: Vec<Indexed> = page
+                        .into_iter()
+                        .map(|message| Indexed { room_id, message })
+                        .collect();
+                    added += batch.len() as u64;
+                    let me = self.clone();
+                    run_blocking(move || me.add(&batch)).await?;
+                    from = last;
+                }
+            }
+        }
+        let me = self.clone();
+        run_blocking(move || me.commit()).await?;
+        Ok(added)
+    }
+
+    /// Catch up from sled, then index what arrives on `rx`, committing about once a second.
+    pub async fn run(
+        self: Arc<Self>,
+        shards: Vec<ShardView>,
+        mut rx: mpsc::Receiver<Vec<Indexed>>,
+    ) {
+        match self.catch_up(&shards).await {
+            Ok(n) if n > 0 => tracing::info!(messages = n, "search index caught up from storage"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "search index catch-up failed"),
+        }
+        let mut tick = tokio::time::interval(COMMIT_EVERY);
+        let mut dirty = false;
+        loop {
+            tokio::select! {
+                batch = rx.recv() => {
+                    let Some(batch) = batch else { break };
+                    let me = self.clone();
+                    if let Err(e) = run_blocking(move || me.add(&batch)).await {
+                        tracing::error!(error = %e, "indexing failed");
+                    }
+                    dirty = true;
+                }
+                _ = tick.tick() => {
+                    if self.lagging.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        if let Err(e) = self.catch_up(&shards).await {
+                            tracing::error!(error = %e, "search index catch-up failed");
+                        }
+                    }
+                    if dirty {
+                        let me = self.clone();
+                        if let Err(e) = run_blocking(move || me.commit()).await {
+                            tracing::error!(error = %e, "search index commit failed");
+                        }
+                        dirty = false;
+                    }
+                }
+            }
+        }
+        if dirty {
+            let _ = self.commit();
+        }
+    }
+
+    /// Messages matching `q`, newest first. Results come from sled, in the rooms given only.
+    pub async fn search(self: &Arc<Self>, q: MessageQuery) -> Result<Vec<Message>, ApiError> {
+        if q.limit == 0 || q.limit > RESULTS_PAGE_MAX {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("page limit {} is not in 1..={RESULTS_PAGE_MAX}", q.limit),
+            ));
+        }
+        if q.rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let me = self.clone();
+        let room_ids: Vec<u64> = q.rooms.keys().copied().collect();
+        let (text, author, from_ms, to_ms, offset, limit) =
+            (q.text, q.author, q.from_ms, q.to_ms, q.offset, q.limit);
+        let hits = tokio::task::spawn_blocking(move || {
+            me.query(&text, &room_ids, author, from_ms, to_ms, offset, limit)
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("search task: {e}")))??;
+        let mut out = Vec::with_capacity(hits.len());
+        for (room_id, seq) in hits {
+            let Some((name, view)) = q.rooms.get(&room_id) else {
+                continue;
+            };
+            let found = view
+                .read(room_id, name.clone(), Seq(seq - 1), Seq(seq + 1), 1, false)
+                .await
+                .map_err(|e| {
+                    ApiError::new(ErrorCode::Internal, format!("reading a search result: {e}"))
+                })?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn query(
+        &self,
+        text: &str,
+        rooms: &[u64],
+        author: Option<String>,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<(u64, u64)>, ApiError> {
+        let f = self.fields;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
+        parser.set_conjunction_by_default();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if !text.trim().is_empty() {
+            let parsed = parser
+                .parse_query(text)
+                .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("search text: {e}")))?;
+            clauses.push((Occur::Must, parsed));
+        }
+        clauses.push((
+            Occur::Must,
+            Box::new(TermSetQuery::new(
+                rooms.iter().map(|r| Term::from_field_u64(f.room, *r)),
+            )),
+        ));
+        if let Some(a) = author {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.author, &a),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if from_ms.is_some() || to_ms.is_some() {
+            let lower = from_ms.map_or(Bound::Unbounded, |t| {
+                Bound::Included(Term::from_field_u64(f.ts, t))
+            });
+            let upper = to_ms.map_or(Bound::Unbounded, |t| {
+                Bound::Included(Term::from_field_u64(f.ts, t))
+            });
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = TopDocs::with_limit(limit as usize)
+            .and_offset(offset as usize)
+            .order_by_u64_field("ts", Order::Desc);
+        let internal =
+            |e: tantivy::TantivyError| ApiError::new(ErrorCode::Internal, format!("search: {e}"));
+        let docs = searcher.search(&query, &top).map_err(internal)?;
+        let mut hits = Vec::with_capacity(docs.len());
+        for (_, addr) in docs {
+            let d: TantivyDocument = searcher.doc(addr).map_err(internal)?;
+            let room = d.get_first(f.room).and_then(|v| v.as_u64());
+            let seq = d.get_first(f.seq).and_then(|v| v.as_u64());
+            if let (Some(room), Some(seq)) = (room, seq) {
+                hits.push((room, seq));
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Make everything added so far visible to searches now (tests; normally within a second).
+    pub async fn refresh(self: &Arc<Self>) -> Result<(), SearchError> {
+        let me = self.clone();
+        run_blocking(move || me.commit()).await?;
+        self.reader.reload()?;
+        Ok(())
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
+) -> Result<T, SearchError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SearchError::Dir {
+            path: String::new(),
+            reason: format!("indexing task: {e}"),
+        })?
+}
+
+/// The commit payload: `room:seq,room:seq,...` (no JSON dependency for a flat map of integers).
+mod payload {
+    use std::collections::HashMap;
+
+    pub fn render(m: &HashMap<u64, u64>) -> String {
+        m.iter()
+            .map(|(r, s)| format!("{r}:{s}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn parse(s: &str) -> Option<HashMap<u64, u64>> {
+        if s.is_empty() {
+            return Some(HashMap::new());
+        }
+        s.split(',')
+            .map(|kv| {
+                let (r, q) = kv.split_once(':')?;
+                Some((r.parse().ok()?, q.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::shard::ProposedPost;
+    use crate::raft::{Command, Entry, GroupId, LogId};
+    use crate::store::{sm::StateMachine, Store};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use tempfile::TempDir;
+
+    fn post(room_id: u64, room: &str, author: &str, text: &str, ts_ms: u64) -> ProposedPost {
+        ProposedPost {
+            room_id,
+            room: room.into(),
+            author: author.into(),
+            client_msg_id: format!("{room}-{ts_ms}"),
+            text: text.into(),
+            alert: false,
+            ts_ms,
+        }
+    }
+
+    async fn shard_with_messages(dir: &Path) -> (Arc<Store>, ShardView) {
+        let store = Store::open(dir).unwrap();
+        let (mut sm, view) = StateMachine::open_shard(store.clone(), GroupId(1), None)
+            .await
+            .unwrap();
+        let posts = vec![
+            post(1, "ops", "ann", "deploy the release tonight", 1000),
+            post(1, "ops", "bob", "release notes are ready", 2000),
+            post(2, "dev", "ann", "the release branch is cut", 3000),
+            post(2, "dev", "bob", "lunch anyone?", 4000),
+        ];
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Command::Posts(posts)),
+        };
+        sm.apply(vec![entry]).await.unwrap();
+        (store, view)
+    }
+
+    fn query(view: &ShardView, text: &str, rooms: &[(u64, &str)]) -> MessageQuery {
+        MessageQuery {
+            text: text.into(),
+            rooms: rooms
+                .iter()
+                .map(|(id, n)| (*id, (n.to_string(), view.clone())))
+                .collect(),
+            author: None,
+            from_ms: None,
+            to_ms: None,
+            offset: 0,
+            limit: 10,
+        }
+    }
+
+    fn texts(found: &[Message]) -> Vec<&str> {
+        found.iter().map(|m| m.text.as_str()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finds_words_in_readable_rooms_newest_first_with_filters() {
+        let data = TempDir::new().unwrap();
+        let (_store, view) = shard_with_messages(data.path()).await;
+        let index = SearchIndex::open(&data.path().join("search")).unwrap();
+        assert_eq!(
+            index.catch_up(std::slice::from_ref(&view)).await.unwrap(),
+            4
+        );
+        index.refresh().await.unwrap();
+
+        let both = [(1, "ops"), (2, "dev")];
+        let found = index.search(query(&view, "release", &both)).await.unwrap();
+        assert_eq!(
+            texts(&found),
+            [
+                "the release branch is cut",
+                "release notes are ready",
+                "deploy the release tonight"
+            ]
+        );
+        // Only the rooms the user may read are searched.
+        let found = index
+            .search(query(&view, "release", &[(1, "ops")]))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|m| m.room == "ops"));
+        let mut q = query(&view, "release", &both);
+        q.author = Some("bob".into());
+        assert_eq!(
+            texts(&index.search(q).await.unwrap()),
+            ["release notes are ready"]
+        );
+        let mut q = query(&view, "release", &both);
+        q.from_ms = Some(1500);
+        q.to_ms = Some(2500);
+        assert_eq!(
+            texts(&index.search(q).await.unwrap()),
+            ["release notes are ready"]
+        );
+        let mut q = query(&view, "release", &both);
+        (q.offset, q.limit) = (1, 1);
+        assert_eq!(
+            texts(&index.search(q).await.unwrap()),
+            ["release notes are ready"]
+        );
+        assert!(
+            index
+                .search(query(&view, "release tonight", &both))
+                .await
+                .unwrap()
+                .len()
+                == 1,
+            "words are ANDed"
+        );
+        let mut q = query(&view, "release", &both);
+        q.limit = RESULTS_PAGE_MAX + 1;
+        assert_eq!(index.search(q).await.unwrap_err().code, ErrorCode::TooLarge);
+        assert_eq!(
+            index
+                .search(query(&view, "\"unclosed", &both))
+                .await
+                .map(|f| f.len())
+                .unwrap_or(0),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_index_resumes_and_a_lost_one_is_rebuilt() {
+        let data = TempDir::new().unwrap();
+        let (_store, view) = shard_with_messages(data.path()).await;
+        let dir = data.path().join("search");
+        {
+            let index = SearchIndex::open(&dir).unwrap();
+            assert_eq!(
+                index.catch_up(std::slice::from_ref(&view)).await.unwrap(),
+                4
+            );
+        }
+        let index = SearchIndex::open(&dir).unwrap();
+        assert_eq!(
+            index.catch_up(std::slice::from_ref(&view)).await.unwrap(),
+            0,
+            "the commit payload says all is indexed"
+        );
+        drop(index);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let index = SearchIndex::open(&dir).unwrap();
+        assert_eq!(
+            index.catch_up(std::slice::from_ref(&view)).await.unwrap(),
+            4
+        );
+        index.refresh().await.unwrap();
+        assert_eq!(
+            index
+                .search(query(&view, "lunch", &[(2, "dev")]))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn payload_round_trips() {
+        let m = HashMap::from([(1, 5), (22, 7)]);
+        assert_eq!(payload::parse(&payload::render(&m)), Some(m));
+        assert_eq!(payload::parse(""), Some(HashMap::new()));
+        assert_eq!(payload::parse("x:1"), None);
+    }
+}
