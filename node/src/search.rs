@@ -565,3 +565,136 @@ mod tests {
         assert_eq!(payload::parse("x:1"), None);
     }
 }
+
+/// W5's search figure: 1,000,000 messages in 1,000 rooms, keyword searches across every room.
+/// Prints timings, asserts only correctness. Run: `cargo test --release -p stoa-node --lib
+/// w5_search -- --ignored --nocapture` (STOA_W5_MESSAGES to change the size).
+#[cfg(test)]
+mod w5 {
+    use super::*;
+    use crate::domain::shard::ProposedPost;
+    use crate::raft::{Command, Entry, GroupId, LogId};
+    use crate::store::{sm::StateMachine, Store};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use std::time::Instant;
+
+    const WORDS: [&str; 16] = [
+        "deploy", "release", "lunch", "meeting", "incident", "review", "budget", "customer",
+        "design", "build", "alert", "server", "report", "launch", "coffee", "ticket",
+    ];
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark: preloads 1,000,000 messages (minutes); run with --ignored --nocapture"]
+    async fn w5_search() {
+        let total: u64 = std::env::var("STOA_W5_MESSAGES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let rooms = 1000u64;
+        let data = tempfile::TempDir::new().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        let (mut sm, view) = StateMachine::open_shard(store.clone(), GroupId(1), None)
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let per_entry = 1000u64;
+        for e in 0..total / per_entry {
+            let posts = (0..per_entry)
+                .map(|i| {
+                    let n = e * per_entry + i;
+                    let (w1, w2) = (WORDS[(n % 16) as usize], WORDS[((n / 16) % 16) as usize]);
+                    ProposedPost {
+                        room_id: n % rooms + 1,
+                        room: format!("room-{}", n % rooms + 1),
+                        author: format!("user-{}", n % 97),
+                        client_msg_id: format!("m{n}"),
+                        text: format!(
+                            "message {n} about the {w1} and the {w2}, padded to a typical length"
+                        ),
+                        alert: false,
+                        ts_ms: 1_700_000_000_000 + n,
+                    }
+                })
+                .collect();
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), e + 1),
+                payload: EntryPayload::Normal(Command::Posts(posts)),
+            };
+            sm.apply(vec![entry]).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        println!(
+            "w5: stored {total} messages in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let disk = dir_bytes(&data.path().join("db"));
+        println!(
+            "w5: sled holds {disk} bytes, {} bytes per message",
+            disk / total
+        );
+
+        let index = SearchIndex::open(&data.path().join("search")).unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            index.catch_up(std::slice::from_ref(&view)).await.unwrap(),
+            total
+        );
+        index.refresh().await.unwrap();
+        println!(
+            "w5: indexed {total} messages in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        println!(
+            "w5: index holds {} bytes",
+            dir_bytes(&data.path().join("search"))
+        );
+
+        let all: HashMap<u64, (String, ShardView)> = (1..=rooms)
+            .map(|r| (r, (format!("room-{r}"), view.clone())))
+            .collect();
+        let mut lat = Vec::new();
+        for i in 0..200usize {
+            let text = format!("{} {}", WORDS[i % 16], WORDS[(i / 16 + 3) % 16]);
+            let q = MessageQuery {
+                text,
+                rooms: all.clone(),
+                author: None,
+                from_ms: None,
+                to_ms: None,
+                offset: 0,
+                limit: 50,
+            };
+            let t = Instant::now();
+            let found = index.search(q).await.unwrap();
+            lat.push(t.elapsed());
+            assert!(!found.is_empty());
+            assert!(
+                found.windows(2).all(|w| w[0].ts_ms >= w[1].ts_ms),
+                "newest first"
+            );
+        }
+        lat.sort();
+        let p =
+            |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        println!(
+            "w5: keyword search across {rooms} rooms, page of 50: p50 {:.1} ms, p99 {:.1} ms",
+            p(0.5),
+            p(0.99)
+        );
+    }
+
+    fn dir_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
