@@ -3,4 +3,5 @@
 
 mod t10_basic;
 mod t20_lifecycle;
+mod t30_access;
 mod t50_faults;

@@ -1,0 +1,124 @@
+use cluster_tests::{init_tracing, TestCluster};
+use std::time::Duration;
+use stoa_node::domain::meta::MetaCommand;
+use stoa_node::raft::{Command, CommandResult, GroupId};
+use stoa_proto::{ErrorCode, RoomOp};
+use tracing::info;
+
+const ROOM: &str = "lobby";
+
+async fn admin_change(tc: &TestCluster, op: RoomOp) {
+    let node = tc.cluster.node(0);
+    let cmd = MetaCommand::Room {
+        by: "admin".into(),
+        op,
+        shard: 0,
+        shard_count: node.ctx.config.cluster.shards,
+    };
+    match node
+        .ctx
+        .proposals
+        .propose(GroupId::META, Command::Meta(cmd))
+        .await
+    {
+        Ok(CommandResult::Meta(Ok(_))) => {}
+        other => panic!("directory change failed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30_disabling_a_room_ends_live_delivery_everywhere_and_refuses_posts() {
+    init_tracing();
+    let tc = TestCluster::start(3).await;
+    let token = tc
+        .client(0)
+        .await
+        .create_user("ann", false)
+        .await
+        .expect("create ann");
+    let ann = |i: usize| {
+        let cfg = stoa_client::ClientConfig::from_files(
+            vec![tc.addr(i)],
+            token.clone(),
+            tc.cluster.ca_pem_path(),
+        )
+        .expect("ca");
+        stoa_client::Client::connect(cfg)
+    };
+
+    info!("--- ann follows the room from nodes 2 and 3 and receives a post");
+    let (a2, a3) = (
+        ann(1).await.expect("connect"),
+        ann(2).await.expect("connect"),
+    );
+    let mut e2 = a2.events().expect("events");
+    a2.subscribe(ROOM, None).await.expect("subscribe");
+    a3.subscribe(ROOM, None).await.expect("subscribe");
+    a3.post_with_id(ROOM, "before", "b1", false)
+        .await
+        .expect("post");
+    let m = tokio::time::timeout(Duration::from_secs(10), e2.next())
+        .await
+        .expect("delivered")
+        .expect("open");
+    assert_eq!(m.text, "before");
+
+    info!("--- the administrator disables the room: both connections are told, posts are refused");
+    admin_change(
+        &tc,
+        RoomOp::SetDisabled {
+            name: ROOM.into(),
+            disabled: true,
+        },
+    )
+    .await;
+    for (n, c) in [(2, &a2), (3, &a3)] {
+        let mut closed = Vec::new();
+        for _ in 0..100 {
+            closed = c.closed_rooms();
+            if !closed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(closed.len(), 1, "node {n}: no RoomClosed");
+        assert_eq!(
+            (closed[0].0.as_str(), closed[0].1.code),
+            (ROOM, ErrorCode::Forbidden),
+            "node {n}"
+        );
+    }
+    // A disabled room cannot be found by a non-manager: it answers not_found.
+    let e = a3
+        .post_with_id(ROOM, "during", "b2", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    assert!(a2
+        .list_rooms()
+        .await
+        .expect("list")
+        .iter()
+        .all(|r| r.name != ROOM));
+
+    info!("--- enabled again, the room works and its history is intact");
+    admin_change(
+        &tc,
+        RoomOp::SetDisabled {
+            name: ROOM.into(),
+            disabled: false,
+        },
+    )
+    .await;
+    let p = a3
+        .post_with_id(ROOM, "after", "b3", false)
+        .await
+        .expect("post after enable");
+    assert_eq!(p.seq.0, 2);
+    let (h, _) = a2.history(ROOM, None, None, 10).await.expect("history");
+    assert_eq!(
+        h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["before", "after"]
+    );
+    tc.shutdown().await;
+}
