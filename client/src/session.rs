@@ -525,6 +525,8 @@ pub(crate) fn unexpected(wanted: &str, got: &Response) -> String {
         Response::Settings(_) => "Settings",
         Response::AddIns(_) => "AddIns",
         Response::Found(_) => "Found",
+        Response::Invitations(_) => "Invitations",
+        Response::Followed(_) => "Followed",
     };
     format!("expected a {wanted} answer, got {got}")
 }

@@ -71,6 +71,28 @@ pub enum Request {
     AddIn(AddInOp),
     /// Messages matching words, in one room or all rooms the user may read, newest first.
     SearchMessages(MessageQuery),
+    /// Rooms the user was newly made a member of since last asked (the list is then cleared).
+    Invitations,
+    /// Follow or stop following a room; followed rooms are kept on the server.
+    Follow {
+        room: String,
+        follow: bool,
+    },
+    /// The followed rooms with their unread counts (to join at sign-in).
+    Followed,
+    /// The user has read `room` up to `seq`.
+    MarkRead {
+        room: String,
+        seq: Seq,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowedRoom {
+    pub room: String,
+    pub last_seq: Seq,
+    pub read_seq: Seq,
+    pub unread: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +183,8 @@ pub enum Response {
     AddIns(Vec<AddInInfo>),
     /// Search results, newest first.
     Found(Vec<Message>),
+    Invitations(Vec<String>),
+    Followed(Vec<FollowedRoom>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

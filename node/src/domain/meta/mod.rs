@@ -8,6 +8,7 @@
 pub mod access;
 mod categories;
 mod groups;
+mod personal;
 mod rooms;
 mod settings;
 mod users;
@@ -147,6 +148,21 @@ pub enum MetaCommand {
         by: String,
         op: AddInOp,
     },
+    /// Read and clear the user's list of rooms they were newly made a member of.
+    TakeInvitations {
+        by: String,
+    },
+    Follow {
+        by: String,
+        room: String,
+        follow: bool,
+    },
+    /// The user has read the room up to `seq` (for unread counts of followed rooms).
+    MarkRead {
+        by: String,
+        room: String,
+        seq: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +170,7 @@ pub enum MetaOutcome {
     UserCreated { name: String },
     RoomCreated(RoomInfo),
     Done,
+    Invitations(Vec<String>),
 }
 
 /// Room and category descriptions: at most 256 characters (DESIGN §1).
@@ -173,6 +190,10 @@ pub struct MetaState {
     settings: stoa_proto::ClusterSettings,
     addins: BTreeMap<String, String>,
     next_room_id: u64,
+    /// user → rooms they were newly made a member of, until they look.
+    invitations: BTreeMap<String, BTreeSet<String>>,
+    /// user → followed room → seq read up to.
+    followed: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl MetaState {
@@ -216,6 +237,11 @@ impl MetaState {
 
     pub fn addins(&self) -> impl Iterator<Item = (&String, &String)> {
         self.addins.iter()
+    }
+
+    /// The rooms `user` follows, with the seq read up to.
+    pub fn followed(&self, user: &str) -> impl Iterator<Item = (&String, &u64)> {
+        self.followed.get(user).into_iter().flatten()
     }
 
     pub fn has_admin(&self) -> bool {
@@ -273,6 +299,9 @@ impl MetaState {
                 self.require_admin(by)?;
                 settings::addin(self, op)
             }
+            MetaCommand::TakeInvitations { by } => personal::take_invitations(self, by),
+            MetaCommand::Follow { by, room, follow } => personal::follow(self, by, room, *follow),
+            MetaCommand::MarkRead { by, room, seq } => personal::mark_read(self, by, room, *seq),
         }
     }
 

@@ -142,8 +142,15 @@ pub(super) fn apply(
                     format!("room {room:?} is normal; only an auditorium has presenters"),
                 ));
             }
+            let invitations_on = r.invitations == Invitations::Inherit && category.invitations;
             let r = s.rooms.get_mut(room).expect("looked up above");
-            role_set(r, *role).insert(user.clone());
+            let newly = role_set(r, *role).insert(user.clone());
+            if newly && *role == Role::Member && invitations_on {
+                s.invitations
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(room.clone());
+            }
             Ok(MetaOutcome::Done)
         }
         RoomOp::RemoveRole { room, role, user } => {

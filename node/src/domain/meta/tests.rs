@@ -772,3 +772,127 @@ fn shards_spread_and_stay_in_range() {
     }
     assert!(seen[1..].iter().all(|&n| n > 150), "{seen:?}");
 }
+
+#[test]
+fn new_members_get_an_invitation_when_the_room_and_category_allow_it() {
+    let mut s = eng();
+    s.apply(&room_cmd(
+        "ann",
+        "r",
+        "eng",
+        Privacy::Closed,
+        RoomType::Normal,
+    ))
+    .unwrap();
+    s.apply(&room_cmd(
+        "ann",
+        "quiet",
+        "eng",
+        Privacy::Closed,
+        RoomType::Normal,
+    ))
+    .unwrap();
+    let off = RoomChange {
+        invitations: Some(Invitations::Off),
+        ..Default::default()
+    };
+    s.apply(&room_op(
+        "ann",
+        RoomOp::Update {
+            name: "quiet".into(),
+            change: off,
+        },
+    ))
+    .unwrap();
+    s.apply(&add_role("ann", "r", Role::Member, "bob")).unwrap();
+    s.apply(&add_role("ann", "quiet", Role::Member, "bob"))
+        .unwrap();
+    let take = MetaCommand::TakeInvitations { by: "bob".into() };
+    assert_eq!(
+        s.apply(&take).unwrap(),
+        MetaOutcome::Invitations(vec!["r".into()])
+    );
+    assert_eq!(
+        s.apply(&take).unwrap(),
+        MetaOutcome::Invitations(vec![]),
+        "cleared once seen"
+    );
+    // A category with invitations off sends none either.
+    let cat_off = CategoryChange {
+        invitations: Some(false),
+        ..Default::default()
+    };
+    s.apply(&MetaCommand::Category {
+        by: ADMIN.into(),
+        op: CategoryOp::Update {
+            name: "eng".into(),
+            change: cat_off,
+        },
+    })
+    .unwrap();
+    s.apply(&add_role("ann", "r", Role::Member, "cy")).unwrap();
+    assert_eq!(
+        s.apply(&MetaCommand::TakeInvitations { by: "cy".into() })
+            .unwrap(),
+        MetaOutcome::Invitations(vec![])
+    );
+}
+
+#[test]
+fn followed_rooms_need_read_access_and_markers_only_move_forward() {
+    let mut s = eng();
+    s.apply(&room_cmd(
+        "ann",
+        "open",
+        "eng",
+        Privacy::Open,
+        RoomType::Normal,
+    ))
+    .unwrap();
+    s.apply(&room_cmd(
+        "ann",
+        "closed",
+        "eng",
+        Privacy::Closed,
+        RoomType::Normal,
+    ))
+    .unwrap();
+    s.apply(&room_cmd(
+        "ann",
+        "secret",
+        "eng",
+        Privacy::Secret,
+        RoomType::Normal,
+    ))
+    .unwrap();
+    let follow = |room: &str, follow| MetaCommand::Follow {
+        by: "bob".into(),
+        room: room.into(),
+        follow,
+    };
+    s.apply(&follow("open", true)).unwrap();
+    assert_eq!(code(s.apply(&follow("closed", true))), ErrorCode::Forbidden);
+    assert_eq!(code(s.apply(&follow("secret", true))), ErrorCode::NotFound);
+    let mark = |seq| MetaCommand::MarkRead {
+        by: "bob".into(),
+        room: "open".into(),
+        seq,
+    };
+    s.apply(&mark(7)).unwrap();
+    s.apply(&mark(3)).unwrap();
+    assert_eq!(
+        s.followed("bob").collect::<Vec<_>>(),
+        vec![(&"open".to_string(), &7)]
+    );
+    assert_eq!(
+        code(s.apply(&MetaCommand::MarkRead {
+            by: "bob".into(),
+            room: "closed".into(),
+            seq: 1
+        })),
+        ErrorCode::NotFound
+    );
+    s.apply(&follow("open", false)).unwrap();
+    assert_eq!(s.followed("bob").count(), 0);
+    assert_eq!(code(s.apply(&follow("open", false))), ErrorCode::NotFound);
+}

@@ -19,6 +19,7 @@ fn done(o: MetaOutcome) -> Response {
             token: String::new(),
         },
         MetaOutcome::Done => Response::Done,
+        MetaOutcome::Invitations(rooms) => Response::Invitations(rooms),
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! - `messages`: post, join, history, subscribe.
 //! - `directory`: users, categories, rooms and roles, groups, policy, settings, add-ins.
+//! - `personal`: invitations, followed rooms, read markers.
 
 mod directory;
 mod messages;
+mod personal;
 
 pub use messages::{new_token, now_ms};
 
@@ -69,6 +71,10 @@ pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiErr
         Request::Config(op) => directory::config(s, op).await,
         Request::AddIn(op) => directory::addin(s, op).await,
         Request::SearchMessages(q) => messages::search(s, q).await,
+        Request::Invitations => personal::invitations(s).await,
+        Request::Follow { room, follow } => personal::follow(s, room, follow).await,
+        Request::Followed => personal::followed(s),
+        Request::MarkRead { room, seq } => personal::mark_read(s, room, seq).await,
     }
 }
 
