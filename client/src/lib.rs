@@ -11,7 +11,9 @@
 //!   resubscribes, the supervisor that reconnects.
 //! - [`resume`]: the pure per-room bookkeeping (no I/O) that makes live delivery gap-free and
 //!   duplicate-free across gaps, lag and reconnects; unit-tested on its own.
-//! - `lib.rs` (here): [`Client`], its methods, and [`EventStream`].
+//! - `directory.rs`: the directory requests of [`Client`] (categories, rooms and roles, groups,
+//!   policy, settings, add-ins).
+//! - `lib.rs` (here): [`Client`], its messaging methods, and [`EventStream`].
 //!
 //! # Delivery and resume
 //! For every room subscribed through [`Client::subscribe`] or [`Client::join`] the client keeps the
@@ -61,6 +63,7 @@
 
 pub mod config;
 mod connection;
+mod directory;
 pub mod error;
 pub mod resume;
 mod session;
@@ -70,6 +73,12 @@ pub use connection::new_endpoint;
 pub use error::{ClientError, Result};
 /// The QUIC endpoint type [`Client::connect_with_endpoint`] takes, so callers need no quinn dependency.
 pub use quinn::Endpoint;
+/// The directory's types, as the SDK's directory methods take and answer them.
+pub use stoa_proto::{
+    AddInInfo, CategoryChange, CategoryInfo, CategorySpec, ClusterSettings, GroupInfo, Invitations,
+    PolicyInfo, PolicyScope, Principal, PrincipalList, Privacy, Role, RoomChange, RoomDetail,
+    RoomFilter, RoomSpec, RoomType, SettingsChange,
+};
 pub use stoa_proto::{ApiError, ErrorCode, Message, NodeId, RoomInfo, Seq};
 
 use resume::Begin;
@@ -362,8 +371,6 @@ impl Client {
         })
     }
 
-    /// The last seq of `room` handed to the event stream, if the room is followed and its
-    /// starting point known.
     /// Rooms whose live delivery the node ended for good since the last call (room disabled or
     /// deleted, or this user's access removed), with the node's reason. Such rooms are no longer
     /// followed; subscribe again once the cause is gone.
@@ -377,6 +384,8 @@ impl Client {
         )
     }
 
+    /// The last seq of `room` handed to the event stream, if the room is followed and its
+    /// starting point known.
     pub fn last_seq(&self, room: &str) -> Option<Seq> {
         lock(&self.shared().resume).room(room)?.last()
     }

@@ -84,6 +84,39 @@ async fn post_history_and_tail() {
 }
 
 #[tokio::test]
+async fn tail_prints_what_came_before_a_close_then_fails_with_its_reason() {
+    let env = Env::new();
+    let tail = Command::new(env!("CARGO_BIN_EXE_stoa"))
+        .args(["tail", "lobby", "--from", "0", "--json"])
+        .env_clear()
+        .env("STOA_SERVER", env.cluster.servers().join(","))
+        .env("STOA_TOKEN", GOOD_TOKEN)
+        .env("STOA_CA", env.dir.path().join("ca.pem"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    while env.cluster.with(|st| st.subscribes) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = env.stoa(&["post", "lobby", "last words"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.cluster.close("lobby", "room \"lobby\" was disabled");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), tail.wait_with_output())
+        .await
+        .expect("tail exits")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["text"], "last words");
+    assert_eq!(
+        stderr(&out),
+        "error: forbidden: room \"lobby\" was disabled\n"
+    );
+}
+
+#[tokio::test]
 async fn other_commands() {
     let env = Env::new();
     let out = env.stoa(&["user", "add", "bob", "--admin", "--json"]).await;
@@ -101,6 +134,19 @@ async fn other_commands() {
     assert_eq!(stdout(&out).lines().count(), 2);
     let out = env.stoa(&["whoami"]).await;
     assert_eq!(stdout(&out), "ann (administrator) on node 1\n");
+    // The directory is the real node's: the fake refuses it, and the CLI says so in one line.
+    let out = env.stoa(&["category", "list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid: the fake node has no directory\n"
+    );
+    let out = env.stoa(&["search", "messages", "hello"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid: message search is not built yet\n"
+    );
 }
 
 #[tokio::test]

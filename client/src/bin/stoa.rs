@@ -1,19 +1,33 @@
 //! `stoa`: the command-line client. Parses flags, connects with the SDK, runs one command and
-//! prints the result (see `stoa/args.rs` for the commands, `stoa/output.rs` for the formats).
+//! prints the result.
+//!
+//! Layout (`stoa/`): `args.rs` the top-level flags and commands; `rooms.rs` the room and search
+//! commands, `directory.rs` the category, group, policy, config and add-in commands (each with
+//! its flags and its execution); `output.rs` and `show.rs` the output formats.
 
 #[path = "stoa/args.rs"]
 mod args;
+#[path = "stoa/directory.rs"]
+mod directory;
 #[path = "stoa/output.rs"]
 mod output;
+#[path = "stoa/rooms.rs"]
+mod rooms;
+#[path = "stoa/show.rs"]
+mod show;
 
 use anyhow::Context;
-use args::{Cli, Command, Global, RoomCommand, UserCommand};
+use args::{Cli, Command, Global, UserCommand};
 use clap::Parser;
 use std::{
     io::{self, Write},
     process::ExitCode,
+    time::Duration,
 };
 use stoa_client::{Client, ClientConfig, ClientError, Seq};
+
+/// How long `stoa tail` waits for a message before it checks whether its room was closed.
+const TAIL_CLOSED_CHECK: Duration = Duration::from_millis(500);
 
 /// A mistake in how `stoa` was invoked (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +83,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Search(search) = &cli.command {
+        if let Some(e) = rooms::not_built(search) {
+            return Err(e);
+        }
+    }
     let cfg = client_config(&cli.global)?;
     let client = Client::connect(cfg).await?;
     let result = execute(&client, cli.command, cli.global.json).await;
@@ -114,23 +133,21 @@ fn client_config(global: &Global) -> anyhow::Result<ClientConfig> {
 async fn execute(client: &Client, command: Command, as_json: bool) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     match command {
-        Command::User(UserCommand::Add { name, admin }) => {
-            let token = client.create_user(&name, admin).await?;
-            writeln!(
-                out,
-                "{}",
-                output::user_created(&name, &token, admin, as_json)
-            )?;
+        Command::User(UserCommand::Add { name, admin, site }) => {
+            let token = match &site {
+                None => client.create_user(&name, admin).await?,
+                Some(site) => client.create_user_at(&name, admin, Some(site)).await?,
+            };
+            let line = output::user_created(&name, &token, admin, site.as_deref(), as_json);
+            writeln!(out, "{line}")?;
         }
-        Command::Room(RoomCommand::Create { name, description }) => {
-            let info = client.create_room(&name, &description).await?;
-            writeln!(out, "{}", output::room_created(&info, as_json))?;
-        }
-        Command::Room(RoomCommand::List) => {
-            for info in client.list_rooms().await? {
-                writeln!(out, "{}", output::room(&info, as_json))?;
-            }
-        }
+        Command::Room(c) => rooms::room(client, c, as_json, &mut out).await?,
+        Command::Search(c) => rooms::search(client, c, as_json, &mut out).await?,
+        Command::Category(c) => directory::category(client, c, as_json, &mut out).await?,
+        Command::Group(c) => directory::group(client, c, as_json, &mut out).await?,
+        Command::Policy(c) => directory::policy(client, c, as_json, &mut out).await?,
+        Command::Config(c) => directory::config(client, c, as_json, &mut out).await?,
+        Command::Addin(c) => directory::addin(client, c, as_json, &mut out).await?,
         Command::Post {
             room,
             text,
@@ -156,7 +173,17 @@ async fn execute(client: &Client, command: Command, as_json: bool) -> anyhow::Re
             client.subscribe(&room, from.map(Seq)).await?;
             let mut printed = 0u64;
             while count.is_none_or(|n| printed < n) {
-                let Some(m) = events.next().await else {
+                let next = tokio::time::timeout(TAIL_CLOSED_CHECK, events.next()).await;
+                let Ok(next) = next else {
+                    // Quiet for a while: every message before a close notice has been printed.
+                    if let Some((_, reason)) =
+                        client.closed_rooms().into_iter().find(|(r, _)| *r == room)
+                    {
+                        return Err(ClientError::Api(reason).into());
+                    }
+                    continue;
+                };
+                let Some(m) = next else {
                     return Err(match client.status() {
                         stoa_client::Status::Failed(e) => e.into(),
                         _ => ClientError::Closed.into(),

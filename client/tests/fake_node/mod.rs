@@ -148,6 +148,19 @@ impl Cluster {
         }
     }
 
+    /// Ends live delivery of `room` to every subscriber for good, telling them with RoomClosed.
+    pub fn close(&self, room: &str, reason: &str) {
+        let mut st = self.state.lock().unwrap();
+        for s in st.sessions.values_mut() {
+            if s.subs.remove(room) {
+                let _ = s.tx.send(ServerFrame::Event(Event::RoomClosed {
+                    room: room.into(),
+                    reason: ApiError::new(ErrorCode::Forbidden, reason),
+                }));
+            }
+        }
+    }
+
     /// Sessions connected to `node`.
     pub fn sessions_on(&self, node: usize) -> usize {
         self.state
@@ -437,6 +450,9 @@ fn handle(st: &mut State, sid: u64, body: Request) -> Result<Response, ApiError>
             })
         }
         // The directory is the real node's business; the fake only speaks messaging.
-        _ => Err(ApiError::new(ErrorCode::Invalid, "the fake node has no directory")),
+        _ => Err(ApiError::new(
+            ErrorCode::Invalid,
+            "the fake node has no directory",
+        )),
     }
 }

@@ -1,9 +1,13 @@
-//! Command-line flags and subcommands of `stoa`.
+//! Command-line flags and subcommands of `stoa`. The room, search and other directory
+//! subcommands are defined beside their execution, in `rooms.rs` and `directory.rs`.
 
+use crate::directory::{AddinCommand, CategoryCommand, ConfigCommand, GroupCommand, PolicyCommand};
+use crate::rooms::{RoomCommand, SearchCommand};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Stoa command-line client: users, rooms, posting, history, following rooms live.
+/// Stoa command-line client: users, categories, rooms and roles, groups, policy, settings,
+/// add-ins, posting, history, following rooms live.
 ///
 /// Prints for people by default and machine-readable JSON with --json (one object per line for
 /// lists and streams). Exit code 0 on success, 2 for usage errors, 1 for other failures, with one
@@ -54,9 +58,27 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage rooms.
+    /// Manage rooms and their roles.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Manage categories: scope (allowed minus denied), creators, switches.
+    #[command(subcommand)]
+    Category(CategoryCommand),
+    /// Manage user groups (administrators only).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Enable or disable chat per user, site or globally.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show or change the cluster settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage add-ins (administrators only).
+    #[command(subcommand)]
+    Addin(AddinCommand),
+    /// Search rooms (or, later, messages).
+    #[command(subcommand)]
+    Search(SearchCommand),
     /// Post a message; prints its seq.
     Post {
         /// Room to post to.
@@ -81,7 +103,9 @@ pub enum Command {
         #[arg(long, value_name = "SEQ")]
         before: Option<u64>,
     },
-    /// Print a room's messages as they arrive, until interrupted.
+    /// Print a room's messages as they arrive, until interrupted. Exits 1 with
+    /// `error: forbidden: <reason>` if the room is closed to you meanwhile (disabled, deleted,
+    /// access removed).
     Tail {
         /// Room to follow.
         room: String,
@@ -106,21 +130,10 @@ pub enum UserCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+        /// The user's site, which the chat policy can enable or disable as a whole.
+        #[arg(long, value_name = "SITE")]
+        site: Option<String>,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum RoomCommand {
-    /// Create a room.
-    Create {
-        /// Room name.
-        name: String,
-        /// What the room is for.
-        #[arg(long, value_name = "TEXT", default_value = "")]
-        description: String,
-    },
-    /// List the rooms you can see.
-    List,
 }
 
 #[cfg(test)]
@@ -163,24 +176,20 @@ mod tests {
     #[test]
     fn subcommands_and_their_flags() {
         match parse(&["user", "add", "bob", "--admin"]).unwrap().command {
-            Command::User(UserCommand::Add { name, admin }) => {
-                assert_eq!((name.as_str(), admin), ("bob", true))
+            Command::User(UserCommand::Add { name, admin, site }) => {
+                assert_eq!((name.as_str(), admin, site), ("bob", true, None))
             }
             other => panic!("{other:?}"),
         }
-        match parse(&["room", "create", "dev", "--description", "the devs"])
+        match parse(&["user", "add", "cy", "--site", "paris"])
             .unwrap()
             .command
         {
-            Command::Room(RoomCommand::Create { name, description }) => {
-                assert_eq!((name.as_str(), description.as_str()), ("dev", "the devs"))
+            Command::User(UserCommand::Add { admin, site, .. }) => {
+                assert_eq!((admin, site.as_deref()), (false, Some("paris")))
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            parse(&["room", "list"]).unwrap().command,
-            Command::Room(RoomCommand::List)
-        ));
         match parse(&["post", "dev", "hi there", "--client-id", "c1", "--alert"])
             .unwrap()
             .command

@@ -65,16 +65,30 @@ pub fn posted(room: &str, p: &Posted, as_json: bool) -> String {
     }
 }
 
-/// A new user: the bare token for people (so `$(stoa user add bob)` captures it).
-pub fn user_created(user: &str, token: &str, admin: bool, as_json: bool) -> String {
+/// A new user: the bare token for people (so `$(stoa user add bob)` captures it). JSON has
+/// `site` only when the user has one.
+pub fn user_created(
+    user: &str,
+    token: &str,
+    admin: bool,
+    site: Option<&str>,
+    as_json: bool,
+) -> String {
     #[derive(Serialize)]
     struct Out<'a> {
         user: &'a str,
         token: &'a str,
         admin: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        site: Option<&'a str>,
     }
     if as_json {
-        json(&Out { user, token, admin })
+        json(&Out {
+            user,
+            token,
+            admin,
+            site,
+        })
     } else {
         token.to_string()
     }
@@ -127,7 +141,7 @@ pub fn whoami(w: &WhoAmI, as_json: bool) -> String {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> String {
+pub fn json<T: Serialize>(value: &T) -> String {
     // Serializing these plain structs (strings, numbers, bools) into a String cannot fail.
     serde_json::to_string(value).expect("plain struct serializes to JSON")
 }
@@ -237,10 +251,14 @@ mod tests {
             posted("dev", &p, true),
             r#"{"room":"dev","seq":7,"ts_ms":5}"#
         );
-        assert_eq!(user_created("bob", "tok", false, false), "tok");
+        assert_eq!(user_created("bob", "tok", false, None, false), "tok");
         assert_eq!(
-            user_created("bob", "tok", true, true),
+            user_created("bob", "tok", true, None, true),
             r#"{"user":"bob","token":"tok","admin":true}"#
+        );
+        assert_eq!(
+            user_created("cy", "tok", false, Some("paris"), true),
+            r#"{"user":"cy","token":"tok","admin":false,"site":"paris"}"#
         );
         let r = RoomInfo {
             name: "dev".into(),
