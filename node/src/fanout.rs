@@ -417,9 +417,7 @@ impl RoomActor {
                     let why = match (record, m.user(&s.sub.user)) {
                         (None, _) => Some(format!("room {room:?} was deleted")),
                         (Some(_), None) => Some(format!("user {} no longer exists", s.sub.user)),
-                        (Some(r), Some(u)) if r.disabled && !u.admin => {
-                            Some(format!("room {room:?} was disabled"))
-                        }
+                        (Some(r), _) if r.disabled => Some(format!("room {room:?} was disabled")),
                         (Some(r), Some(u)) if !m.access(u, r).read => {
                             Some(format!("{} may no longer read {room:?}", u.name))
                         }

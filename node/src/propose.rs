@@ -37,6 +37,34 @@ impl Proposals {
     /// still answer an error here (e.g. the leader died after committing): callers make commands
     /// idempotent (posts carry client message ids) so a retry is safe.
     pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<CommandResult, ApiError> {
+        self.propose_at(group, cmd).await.map(|(result, _)| result)
+    }
+
+    /// Like [`Proposals::propose`], and wait until this node has applied the command too, so a
+    /// read on this node right after sees it (read-your-writes for directory changes).
+    pub async fn propose_and_see(
+        &self,
+        group: GroupId,
+        cmd: Command,
+    ) -> Result<CommandResult, ApiError> {
+        let (result, index) = self.propose_at(group, cmd).await?;
+        let raft = &self.rafts[group.0 as usize];
+        let waited = raft
+            .wait(Some(self.timeout))
+            .applied_index_at_least(Some(index), "read your own write")
+            .await;
+        if let Err(e) = waited {
+            tracing::warn!(%group, index, error = %e, "committed, but not applied here in time");
+        }
+        Ok(result)
+    }
+
+    /// Commit `cmd`; answers what applying it said and the log index it was committed at.
+    async fn propose_at(
+        &self,
+        group: GroupId,
+        cmd: Command,
+    ) -> Result<(CommandResult, u64), ApiError> {
         let raft = self
             .rafts
             .get(group.0 as usize)
@@ -73,7 +101,7 @@ impl Proposals {
         group: GroupId,
         leader: u64,
         cmd: Command,
-    ) -> Result<CommandResult, ProposeError> {
+    ) -> Result<(CommandResult, u64), ProposeError> {
         let addr = {
             let m = raft.metrics();
             let m = m.borrow();

@@ -52,7 +52,8 @@ pub enum PeerResponse {
     Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
-    Proposed(Result<CommandResult, ProposeError>),
+    /// What applying answered, and the log index the command was committed at.
+    Proposed(Result<(CommandResult, u64), ProposeError>),
     /// The request could not be served at all (unknown group).
     Refused(String),
 }
@@ -309,10 +310,13 @@ async fn handle(req: PeerRequest, rafts: &[Raft]) -> PeerResponse {
     }
 }
 
-/// Propose on this node's Raft; the answer says who leads when this node does not.
-pub async fn propose_local(raft: &Raft, cmd: Command) -> Result<CommandResult, ProposeError> {
+/// Propose on this node's Raft; answers what applying said and the entry's log index.
+pub async fn propose_local(
+    raft: &Raft,
+    cmd: Command,
+) -> Result<(CommandResult, u64), ProposeError> {
     match raft.client_write(cmd).await {
-        Ok(resp) => Ok(resp.data),
+        Ok(resp) => Ok((resp.data, resp.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(ProposeError::NotLeader {
                 leader: f.leader_id,

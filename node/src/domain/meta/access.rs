@@ -73,13 +73,16 @@ impl MetaState {
         self.policy.global
     }
 
-    /// What `user` may do with `room`. Administrators manage everything, so they may do all.
+    /// What `user` may do with `room`. Administrators manage everything and read and post in
+    /// every room that is not disabled.
     pub fn access(&self, user: &UserRecord, room: &RoomRecord) -> RoomAccess {
         if user.admin {
+            // Administrators manage everything; a disabled room is closed to them too.
+            let open = !room.disabled;
             return RoomAccess {
                 find: true,
-                read: true,
-                post: true,
+                read: open,
+                post: open,
                 manage: true,
                 see_members: true,
             };

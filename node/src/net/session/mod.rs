@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a hello waits for this node to learn of a user created elsewhere a moment ago.
-const DIRECTORY_LAG_WAIT: Duration = Duration::from_secs(2);
+/// (A change made through this node is visible here at once; this covers changes made elsewhere.)
+const DIRECTORY_LAG_WAIT: Duration = Duration::from_millis(500);
 /// Frames the writer sends in one write.
 const WRITE_BATCH_FRAMES: usize = 256;
 

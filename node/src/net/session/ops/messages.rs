@@ -60,7 +60,11 @@ pub(super) async fn post(s: &Session, p: Post) -> Result<Response, ApiError> {
 
 pub(super) async fn join(s: &Session, name: &str) -> Result<Response, ApiError> {
     let (room, view) = room_for(s, name, Need::Read).await?;
-    let n = s.ctx.meta.read(|m| m.settings().default_chat_history) as usize;
+    let n = if room.history_kept {
+        s.ctx.meta.read(|m| m.settings().default_chat_history) as usize
+    } else {
+        0
+    };
     let messages = view
         .read(
             room.id,
@@ -99,6 +103,13 @@ pub(super) async fn history(
     let (room, view) = room_for(s, name, Need::Read).await?;
     let last_seq = view.last_seq(room.id);
     let newest = after.is_none();
+    if !room.history_kept {
+        return Ok(Response::History {
+            room: room.name,
+            messages: Vec::new(),
+            last_seq,
+        });
+    }
     let messages = view
         .read(
             room.id,
@@ -149,11 +160,15 @@ pub(super) async fn search(s: &Session, q: stoa_proto::MessageQuery) -> Result<R
     let rooms = match &q.room {
         Some(name) => {
             let (room, view) = room_for(s, name, Need::Read).await?;
+            if !room.history_kept {
+                return Ok(Response::Found(Vec::new()));
+            }
             std::collections::HashMap::from([(room.id, (room.name, view))])
         }
         None => s.ctx.meta.read(|m| {
             m.rooms()
                 .filter(|r| m.access(&user, r).read)
+                .filter(|r| m.category(&r.category).is_none_or(|c| c.chat_history))
                 .filter_map(|r| {
                     let view = s.ctx.shards.get(r.shard as usize - 1)?.clone();
                     Some((r.id, (r.name.clone(), view)))

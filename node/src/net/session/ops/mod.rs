@@ -107,6 +107,9 @@ pub(super) struct RoomRef {
     pub id: u64,
     pub name: String,
     pub shard: u32,
+    /// The category keeps history for users (`chat_history`); when off, messages are delivered
+    /// live and stored (for compliance) but not shown again by join, history or search.
+    pub history_kept: bool,
 }
 
 /// The room and its shard's view if the user may `need` it. A room the user may not find answers
@@ -124,10 +127,12 @@ pub(super) async fn room_for(
         .wait_for(DIRECTORY_LAG_WAIT, |m| {
             let room = m.room(name)?;
             let access = m.access(&user, room);
+            let history_kept = m.category(&room.category).is_none_or(|c| c.chat_history);
             let room_ref = RoomRef {
                 id: room.id,
                 name: room.name.clone(),
                 shard: room.shard,
+                history_kept,
             };
             access
                 .find
