@@ -65,6 +65,7 @@ pub mod config;
 mod connection;
 mod directory;
 pub mod error;
+mod personal;
 pub mod resume;
 mod session;
 

@@ -145,7 +145,7 @@ async fn other_commands() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "error: invalid: message search is not built yet\n"
+        "error: invalid: the fake node has no directory\n"
     );
 }
 

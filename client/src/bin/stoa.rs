@@ -83,11 +83,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Search(search) = &cli.command {
-        if let Some(e) = rooms::not_built(search) {
-            return Err(e);
-        }
-    }
     let cfg = client_config(&cli.global)?;
     let client = Client::connect(cfg).await?;
     let result = execute(&client, cli.command, cli.global.json).await;
@@ -200,6 +195,51 @@ async fn execute(client: &Client, command: Command, as_json: bool) -> anyhow::Re
         Command::Whoami => {
             let me = client.whoami().await?;
             writeln!(out, "{}", output::whoami(&me, as_json))?;
+        }
+        Command::Invitations => {
+            for room in client.invitations().await? {
+                let line = if as_json {
+                    serde_json::json!({ "room": room }).to_string()
+                } else {
+                    room
+                };
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Follow { room } => {
+            client.follow(&room, true).await?;
+            writeln!(
+                out,
+                "{}",
+                show::done("follow", &room, &format!("following {room}"), as_json)
+            )?;
+        }
+        Command::Unfollow { room } => {
+            client.follow(&room, false).await?;
+            writeln!(
+                out,
+                "{}",
+                show::done(
+                    "unfollow",
+                    &room,
+                    &format!("no longer following {room}"),
+                    as_json
+                )
+            )?;
+        }
+        Command::Followed => {
+            for f in client.followed().await? {
+                let line = if as_json {
+                    serde_json::json!({ "room": f.room, "last_seq": f.last_seq.0, "read_seq": f.read_seq.0, "unread": f.unread })
+                        .to_string()
+                } else {
+                    format!(
+                        "{}  {} unread (read to #{}, last #{})",
+                        f.room, f.unread, f.read_seq, f.last_seq
+                    )
+                };
+                writeln!(out, "{line}")?;
+            }
         }
     }
     out.flush()?;

@@ -122,3 +122,83 @@ async fn t30_disabling_a_room_ends_live_delivery_everywhere_and_refuses_posts() 
     );
     tc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30_invitations_followed_rooms_and_message_search() {
+    init_tracing();
+    let tc = TestCluster::start(3).await;
+    let admin = tc.client(0).await;
+    let token = admin.create_user("ann", false).await.expect("create ann");
+    admin
+        .room_create(stoa_proto::RoomSpec {
+            name: "ops".into(),
+            category: "demo".into(),
+            description: "operations".into(),
+            privacy: stoa_proto::Privacy::Closed,
+            room_type: stoa_proto::RoomType::Normal,
+            invitations: stoa_proto::Invitations::Inherit,
+            addin: None,
+        })
+        .await
+        .expect("create ops");
+
+    info!("--- ann is made a member of a closed room: it is in her invitations, once");
+    admin
+        .room_role("ops", stoa_proto::Role::Member, "ann", true)
+        .await
+        .expect("add member");
+    let cfg =
+        stoa_client::ClientConfig::from_files(vec![tc.addr(2)], token, tc.cluster.ca_pem_path())
+            .expect("ca");
+    let ann = stoa_client::Client::connect(cfg)
+        .await
+        .expect("ann connects");
+    assert_eq!(
+        ann.invitations().await.expect("invitations"),
+        vec!["ops".to_string()]
+    );
+    assert!(ann.invitations().await.expect("invitations").is_empty());
+
+    info!("--- she follows it; posts from elsewhere show as unread until she marks them read");
+    ann.follow("ops", true).await.expect("follow");
+    for text in ["deploy tonight at nine", "the deploy is done", "lunch?"] {
+        admin.post("ops", text).await.expect("post");
+    }
+    let followed = ann.followed().await.expect("followed");
+    assert_eq!((followed[0].room.as_str(), followed[0].unread), ("ops", 3));
+    ann.mark_read("ops", stoa_proto::Seq(2))
+        .await
+        .expect("mark read");
+    assert_eq!(ann.followed().await.expect("followed")[0].unread, 1);
+    let joined = ann.join_followed().await.expect("join followed");
+    assert_eq!(joined.len(), 1);
+
+    info!("--- message search finds the deploy messages, newest first, only where she may read");
+    let query = stoa_proto::MessageQuery {
+        text: "deploy".into(),
+        limit: 10,
+        ..Default::default()
+    };
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found = ann.search_messages(query.clone()).await.expect("search");
+        if found.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await; // the index commits about once a second
+    }
+    assert_eq!(
+        found.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["the deploy is done", "deploy tonight at nine"]
+    );
+    admin.post(ROOM, "deploy in the lobby").await.expect("post");
+    let e = ann
+        .search_messages(stoa_proto::MessageQuery {
+            room: Some("nowhere".into()),
+            ..query
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    tc.shutdown().await;
+}

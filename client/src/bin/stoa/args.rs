@@ -119,6 +119,14 @@ pub enum Command {
     },
     /// Print the user this token signs in as, and the node answering.
     Whoami,
+    /// Print the rooms you were newly made a member of (the list is then cleared).
+    Invitations,
+    /// Follow a room: it is kept on the server and joined at sign-in.
+    Follow { room: String },
+    /// Stop following a room.
+    Unfollow { room: String },
+    /// Print the followed rooms with their unread counts.
+    Followed,
 }
 
 #[derive(Debug, Subcommand)]

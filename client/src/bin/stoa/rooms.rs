@@ -3,10 +3,7 @@
 use crate::{output, show};
 use clap::{ArgGroup, Args, Subcommand};
 use std::io::Write;
-use stoa_client::{
-    ApiError, Client, ClientError, ErrorCode, Invitations, Privacy, Role, RoomChange, RoomFilter,
-    RoomSpec, RoomType,
-};
+use stoa_client::{Client, Invitations, Privacy, Role, RoomChange, RoomFilter, RoomSpec, RoomType};
 
 #[derive(Debug, Subcommand)]
 pub enum RoomCommand {
@@ -101,13 +98,25 @@ pub enum SearchCommand {
     /// Rooms you may find whose name or description holds every word of TEXT (case-insensitive),
     /// matching every given filter.
     Rooms(SearchRoomsArgs),
-    /// Messages (not built yet: exits 1 with `error: invalid: message search is not built yet`).
+    /// Messages holding every word of TEXT, in the rooms you may read (or --room), newest first.
     Messages {
         text: String,
         #[arg(long, value_name = "ROOM")]
         room: Option<String>,
         #[arg(long, value_name = "USER")]
         author: Option<String>,
+        /// Only messages posted at or after this time (ms since the epoch).
+        #[arg(long, value_name = "MS")]
+        from_ms: Option<u64>,
+        /// Only messages posted at or before this time (ms since the epoch).
+        #[arg(long, value_name = "MS")]
+        to_ms: Option<u64>,
+        /// Results per page (at most 100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Results to skip (for the next pages).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
     },
 }
 
@@ -238,28 +247,37 @@ async fn role(
     Ok((verb, a.room, human))
 }
 
-/// Refused before connecting: message search is a later piece of work.
-pub fn not_built(command: &SearchCommand) -> Option<anyhow::Error> {
-    matches!(command, SearchCommand::Messages { .. }).then(|| {
-        ClientError::Api(ApiError::new(
-            ErrorCode::Invalid,
-            "message search is not built yet",
-        ))
-        .into()
-    })
-}
-
 pub async fn search(
     client: &Client,
     command: SearchCommand,
     as_json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    if let Some(e) = not_built(&command) {
-        return Err(e);
-    }
-    let SearchCommand::Rooms(a) = command else {
-        unreachable!("not_built refuses every other search");
+    let a = match command {
+        SearchCommand::Rooms(a) => a,
+        SearchCommand::Messages {
+            text,
+            room,
+            author,
+            from_ms,
+            to_ms,
+            limit,
+            offset,
+        } => {
+            let query = stoa_proto::MessageQuery {
+                text,
+                room,
+                author,
+                from_ms,
+                to_ms,
+                offset,
+                limit,
+            };
+            for m in client.search_messages(query).await? {
+                writeln!(out, "{}", crate::output::message(&m, as_json))?;
+            }
+            return Ok(());
+        }
     };
     let filter = RoomFilter {
         text: a.text,
@@ -440,10 +458,17 @@ mod tests {
         ])
         .unwrap()
         {
-            Command::Search(c) => {
-                let e = not_built(&c).expect("refused");
-                let line = crate::error_line(&e);
-                assert_eq!(line, "error: invalid: message search is not built yet");
+            Command::Search(SearchCommand::Messages {
+                text,
+                room,
+                author,
+                limit,
+                ..
+            }) => {
+                assert_eq!(
+                    (text.as_str(), room.as_deref(), author.as_deref(), limit),
+                    ("hi", Some("ops"), Some("ann"), 20)
+                );
             }
             other => panic!("{other:?}"),
         }
