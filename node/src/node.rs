@@ -330,7 +330,7 @@ async fn serve_connection(
         Some(a) if a == ALPN_PEER => {
             let candidates = peer_candidates(&ctx, &rafts);
             match tls::peer_node_id(&conn, candidates) {
-                Some(from) => peer::serve(conn, from, pool, rafts).await,
+                Some(from) => peer::serve(conn, from, pool, rafts, ctx.proposers.clone()).await,
                 None => {
                     tracing::warn!(remote = %conn.remote_address(), "peer certificate names no member; refused");
                     conn.close(3u32.into(), b"not a cluster member");

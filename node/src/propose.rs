@@ -65,21 +65,103 @@ impl Proposals {
         group: GroupId,
         cmd: Command,
     ) -> Result<(CommandResult, u64), ApiError> {
-        let raft = self
-            .rafts
+        let raft = self.raft(group)?;
+        self.with_leader(group, |target| {
+            let cmd = cmd.clone();
+            async move {
+                match target {
+                    Target::Me => propose_local(raft, cmd).await,
+                    Target::Leader(leader, addr) => {
+                        match self
+                            .call(leader, &addr, &PeerRequest::Propose { group, cmd })
+                            .await?
+                        {
+                            PeerResponse::Proposed(r) => r,
+                            other => Err(ProposeError::Unavailable(format!(
+                                "unexpected answer {other:?}"
+                            ))),
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Commit a batch of posts: on the leader, as one entry; elsewhere, by handing them to the
+    /// leader's own proposer (`PeerRequest::ForwardPosts`), so that the leader's Raft core sees
+    /// at most `proposals_in_flight_max` writes per group however many nodes take posts (openraft
+    /// 0.9 flushes every write before it turns to replication acknowledgements).
+    pub async fn propose_posts(
+        &self,
+        group: GroupId,
+        posts: Vec<ProposedPost>,
+    ) -> Result<Vec<Result<PostOutcome, ApiError>>, ApiError> {
+        let raft = self.raft(group)?;
+        let n = posts.len();
+        self.with_leader(group, |target| {
+            let posts = posts.clone();
+            async move {
+                match target {
+                    Target::Me => match propose_local(raft, Command::Posts(posts)).await? {
+                        (CommandResult::Posts(outcomes), _) if outcomes.len() == n => Ok(outcomes),
+                        (other, _) => Err(ProposeError::Unavailable(format!(
+                            "unexpected answer {other:?}"
+                        ))),
+                    },
+                    Target::Leader(leader, addr) => {
+                        match self
+                            .call(leader, &addr, &PeerRequest::ForwardPosts { group, posts })
+                            .await?
+                        {
+                            PeerResponse::Posted(r) => r,
+                            other => Err(ProposeError::Unavailable(format!(
+                                "unexpected answer {other:?}"
+                            ))),
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    fn raft(&self, group: GroupId) -> Result<&Raft, ApiError> {
+        self.rafts
             .get(group.0 as usize)
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, format!("no group {group}")))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, format!("no group {group}")))
+    }
+
+    /// Run `attempt` against the group's current leader, retrying through elections and leader
+    /// changes until the deadline.
+    async fn with_leader<T, F, Fut>(&self, group: GroupId, mut attempt: F) -> Result<T, ApiError>
+    where
+        F: FnMut(Target) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProposeError>>,
+    {
+        let raft = self.raft(group)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let leader = raft.metrics().borrow().current_leader;
-            let attempt = match leader {
-                Some(l) if l == self.pool.me().0 => propose_local(raft, cmd.clone()).await,
-                Some(l) => self.forward(raft, group, l, cmd.clone()).await,
+            let target = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                match m.current_leader {
+                    Some(l) if l == self.pool.me().0 => Some(Target::Me),
+                    Some(l) => m
+                        .membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| Target::Leader(l, n.addr.clone())),
+                    None => None,
+                }
+            };
+            let result = match target {
+                Some(t) => attempt(t).await,
                 None => Err(ProposeError::NotLeader { leader: None }),
             };
-            match attempt {
-                Ok(result) => return Ok(result),
+            match result {
+                Ok(v) => return Ok(v),
                 Err(e) => {
                     if tokio::time::Instant::now() + backoff > deadline {
                         return Err(ApiError::new(
@@ -95,43 +177,24 @@ impl Proposals {
         }
     }
 
-    async fn forward(
+    async fn call(
         &self,
-        raft: &Raft,
-        group: GroupId,
         leader: u64,
-        cmd: Command,
-    ) -> Result<(CommandResult, u64), ProposeError> {
-        let addr = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            m.membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|n| n.addr.clone())
-        };
-        let Some(addr) = addr else {
-            return Err(ProposeError::Unavailable(format!(
-                "leader {leader} has no address"
-            )));
-        };
-        match self
-            .pool
-            .call(
-                leader,
-                &addr,
-                &PeerRequest::Propose { group, cmd },
-                self.rpc_timeout,
-            )
+        addr: &str,
+        req: &PeerRequest,
+    ) -> Result<PeerResponse, ProposeError> {
+        self.pool
+            .call(leader, addr, req, self.rpc_timeout)
             .await
-        {
-            Ok(PeerResponse::Proposed(r)) => r,
-            Ok(other) => Err(ProposeError::Unavailable(format!(
-                "unexpected answer {other:?}"
-            ))),
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
-        }
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))
     }
+}
+
+/// Where a proposal goes.
+enum Target {
+    Me,
+    /// Another node leads: its id and address.
+    Leader(u64, String),
 }
 
 type Waiter = oneshot::Sender<Result<PostOutcome, ApiError>>;
@@ -171,6 +234,12 @@ impl Proposer {
         })?;
         rx.await
             .map_err(|_| ApiError::new(ErrorCode::Unavailable, "node is shutting down"))?
+    }
+
+    /// Queue many posts (a batch forwarded by another node) and wait for all their outcomes.
+    pub async fn post_many(&self, posts: Vec<ProposedPost>) -> Vec<Result<PostOutcome, ApiError>> {
+        let waiting: Vec<_> = posts.into_iter().map(|p| self.post(p)).collect();
+        futures::future::join_all(waiting).await
     }
 }
 
@@ -213,10 +282,10 @@ async fn run(
         tokio::spawn(async move {
             let (posts, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let n = posts.len();
-            let result = proposals.propose(group, Command::Posts(posts)).await;
+            let result = proposals.propose_posts(group, posts).await;
             drop(permit);
             match result {
-                Ok(CommandResult::Posts(outcomes)) if outcomes.len() == n => {
+                Ok(outcomes) if outcomes.len() == n => {
                     for (w, o) in waiters.into_iter().zip(outcomes) {
                         let _ = w.send(o);
                     }

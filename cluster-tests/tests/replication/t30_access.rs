@@ -115,11 +115,16 @@ async fn t30_disabling_a_room_ends_live_delivery_everywhere_and_refuses_posts() 
         .await
         .expect("post after enable");
     assert_eq!(p.seq.0, 2);
-    let (h, _) = a2.history(ROOM, None, None, 10).await.expect("history");
-    assert_eq!(
-        h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-        ["before", "after"]
-    );
+    // Read through node 2, which applies the post a moment after the leader acknowledged it.
+    cluster_tests::eventually(
+        Duration::from_secs(10),
+        "node 2 has both messages",
+        || async {
+            let (h, _) = a2.history(ROOM, None, None, 10).await.expect("history");
+            h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>() == ["before", "after"]
+        },
+    )
+    .await;
     tc.shutdown().await;
 }
 
@@ -164,12 +169,20 @@ async fn t30_invitations_followed_rooms_and_message_search() {
     for text in ["deploy tonight at nine", "the deploy is done", "lunch?"] {
         admin.post("ops", text).await.expect("post");
     }
-    let followed = ann.followed().await.expect("followed");
-    assert_eq!((followed[0].room.as_str(), followed[0].unread), ("ops", 3));
+    // Counted from node 3's replica of the shard, which applies the posts a moment after node 1.
+    cluster_tests::eventually(Duration::from_secs(10), "3 unread on node 3", || async {
+        ann.followed()
+            .await
+            .map(|f| f.len() == 1 && f[0].room == "ops" && f[0].unread == 3)
+            .unwrap_or(false)
+    })
+    .await;
     ann.mark_read("ops", stoa_proto::Seq(2))
         .await
         .expect("mark read");
-    assert_eq!(ann.followed().await.expect("followed")[0].unread, 1);
+    // Read-your-writes: the marker is visible on ann's node as soon as mark_read answers.
+    let after = ann.followed().await.expect("followed");
+    assert_eq!(after[0].unread, 1, "{after:?}");
     let joined = ann.join_followed().await.expect("join followed");
     assert_eq!(joined.len(), 1);
 

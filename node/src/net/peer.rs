@@ -2,6 +2,8 @@
 //! bincode request and one bincode response, each read with a hard size limit. Every request names
 //! its Raft group. The pool keeps one connection per peer and has fault hooks for tests.
 
+use crate::domain::shard::{PostOutcome, ProposedPost};
+use crate::propose::Proposer;
 use crate::raft::{Command, CommandResult, GroupId, Raft, TypeConfig};
 use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use stoa_proto::ApiError;
 use stoa_proto::{node_server_name, NodeId};
 
 /// Upper bound of one peer request or response. Raft appends are split below it (see
@@ -34,6 +37,11 @@ pub enum PeerRequest {
     },
     /// A command forwarded by a follower to the group's leader.
     Propose { group: GroupId, cmd: Command },
+    /// Posts forwarded to the group's leader, to join its proposer's next batch.
+    ForwardPosts {
+        group: GroupId,
+        posts: Vec<ProposedPost>,
+    },
 }
 
 impl PeerRequest {
@@ -42,7 +50,8 @@ impl PeerRequest {
             PeerRequest::Append { group, .. }
             | PeerRequest::Vote { group, .. }
             | PeerRequest::Snapshot { group, .. }
-            | PeerRequest::Propose { group, .. } => *group,
+            | PeerRequest::Propose { group, .. }
+            | PeerRequest::ForwardPosts { group, .. } => *group,
         }
     }
 }
@@ -56,6 +65,8 @@ pub enum PeerResponse {
     Proposed(Result<(CommandResult, u64), ProposeError>),
     /// The request could not be served at all (unknown group).
     Refused(String),
+    /// One outcome per forwarded post.
+    Posted(Result<Vec<Result<PostOutcome, ApiError>>, ProposeError>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -256,6 +267,7 @@ pub async fn serve(
     from: NodeId,
     pool: Arc<PeerPool>,
     rafts: Arc<Vec<Raft>>,
+    proposers: Vec<Proposer>,
 ) {
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
@@ -266,6 +278,7 @@ pub async fn serve(
             }
         };
         let rafts = rafts.clone();
+        let proposers = proposers.clone();
         let pool = pool.clone();
         tokio::spawn(async move {
             let bytes = match recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await {
@@ -279,7 +292,7 @@ pub async fn serve(
                 return; // dropped by a test fault: the caller times out
             }
             let response = match stoa_proto::decode::<PeerRequest>(&bytes) {
-                Ok(req) => handle(req, &rafts).await,
+                Ok(req) => handle(req, &rafts, &proposers).await,
                 Err(e) => {
                     tracing::warn!(peer = %from, error = %e, "malformed peer request");
                     PeerResponse::Refused(format!("malformed request: {e}"))
@@ -296,7 +309,7 @@ pub async fn serve(
     }
 }
 
-async fn handle(req: PeerRequest, rafts: &[Raft]) -> PeerResponse {
+async fn handle(req: PeerRequest, rafts: &[Raft], proposers: &[Proposer]) -> PeerResponse {
     let Some(raft) = rafts.get(req.group().0 as usize) else {
         return PeerResponse::Refused(format!("no group {}", req.group()));
     };
@@ -307,6 +320,24 @@ async fn handle(req: PeerRequest, rafts: &[Raft]) -> PeerResponse {
             PeerResponse::Snapshot(raft.install_snapshot(rpc).await)
         }
         PeerRequest::Propose { cmd, .. } => PeerResponse::Proposed(propose_local(raft, cmd).await),
+        PeerRequest::ForwardPosts { group, posts } => {
+            // Only the leader batches forwarded posts; a stale sender is told who leads now.
+            let leader = raft.metrics().borrow().current_leader;
+            let me = raft.metrics().borrow().id;
+            match (
+                leader,
+                group
+                    .0
+                    .checked_sub(1)
+                    .and_then(|i| proposers.get(i as usize)),
+            ) {
+                (Some(l), Some(proposer)) if l == me => {
+                    PeerResponse::Posted(Ok(proposer.post_many(posts).await))
+                }
+                (_, None) => PeerResponse::Refused(format!("{group} is not a shard")),
+                (leader, _) => PeerResponse::Posted(Err(ProposeError::NotLeader { leader })),
+            }
+        }
     }
 }
 

@@ -512,7 +512,10 @@ fn disabled_rooms_cannot_be_found_or_read_but_managers_may_enable_them() {
     let ann = access(&s, "ann", "r");
     assert!(ann.find && ann.manage && !ann.read);
     let admin = access(&s, ADMIN, "r");
-    assert!(admin.find && admin.manage && !admin.read && !admin.post, "a disabled room is closed to everyone");
+    assert!(
+        admin.find && admin.manage && !admin.read && !admin.post,
+        "a disabled room is closed to everyone"
+    );
     s.apply(&room_op(
         "ann",
         RoomOp::SetDisabled {

@@ -196,10 +196,12 @@ fn refusal(
 
 /// Propose a directory change to the meta group and return what applying it answered.
 pub(super) async fn meta(s: &Session, cmd: MetaCommand) -> Result<MetaOutcome, ApiError> {
+    // Answer only once this node's directory shows the change: the client's next request, read
+    // here, must see it (the leader may have applied it before this node).
     match s
         .ctx
         .proposals
-        .propose(GroupId::META, Command::Meta(cmd))
+        .propose_and_see(GroupId::META, Command::Meta(cmd))
         .await?
     {
         CommandResult::Meta(r) => r,
