@@ -86,7 +86,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
             addr: config.node.listen,
             source,
         })?;
-    endpoint.set_default_client_config(tls.peer_client_config(idle)?);
+    endpoint.set_default_client_config(tls.peer_client_config()?);
     let addr = endpoint.local_addr().map_err(|source| NodeError::Bind {
         addr: config.node.listen,
         source,

@@ -188,34 +188,25 @@ impl PeerPool {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        match tokio::time::timeout(ttl, self.call_inner(target, addr, &payload)).await {
-            Ok(r) => r,
-            Err(_) => Err(PeerError::Timeout(target, ttl)),
+        let deadline = tokio::time::Instant::now() + ttl;
+        let conn = match tokio::time::timeout_at(deadline, self.connection(target, addr)).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(PeerError::Timeout(target, ttl)),
+        };
+        // A call that fails or times out drops the cached connection: the peer may be dead, or
+        // back on the same address after a restart, and a stale connection would otherwise be
+        // used until its idle timeout.
+        match tokio::time::timeout_at(deadline, exchange(&conn, &payload)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                self.forget(target, &conn);
+                Err(PeerError::Network(target, e))
+            }
+            Err(_) => {
+                self.forget(target, &conn);
+                Err(PeerError::Timeout(target, ttl))
+            }
         }
-    }
-
-    async fn call_inner(
-        &self,
-        target: u64,
-        addr: &str,
-        payload: &[u8],
-    ) -> Result<PeerResponse, PeerError> {
-        let conn = self.connection(target, addr).await?;
-        let result = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            send.write_all(payload).await.map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())?;
-            let bytes = recv
-                .read_to_end(PEER_MESSAGE_BYTES_MAX)
-                .await
-                .map_err(|e| e.to_string())?;
-            stoa_proto::decode::<PeerResponse>(&bytes).map_err(|e| e.to_string())
-        }
-        .await;
-        result.map_err(|e| {
-            self.forget(target, &conn);
-            PeerError::Network(target, e)
-        })
     }
 
     async fn connection(&self, target: u64, addr: &str) -> Result<quinn::Connection, PeerError> {
@@ -259,6 +250,18 @@ impl PeerPool {
             }
         }
     }
+}
+
+/// One call on its own stream: the request, then the whole response, read with a size limit.
+async fn exchange(conn: &quinn::Connection, payload: &[u8]) -> Result<PeerResponse, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(payload).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let bytes = recv
+        .read_to_end(PEER_MESSAGE_BYTES_MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    stoa_proto::decode::<PeerResponse>(&bytes).map_err(|e| e.to_string())
 }
 
 /// Serve the calls of one authenticated peer connection until it closes.

@@ -195,11 +195,11 @@ impl NodeTls {
         Ok(server)
     }
 
-    /// The endpoint's client side, used to dial peers with this node's certificate.
-    pub fn peer_client_config(
-        &self,
-        idle_timeout: Duration,
-    ) -> Result<quinn::ClientConfig, TlsError> {
+    /// The endpoint's client side, used to dial peers with this node's certificate. Peer links
+    /// use their own short idle timeout, so a dead peer's connection is noticed and dropped in
+    /// seconds whatever the client timeout is.
+    pub fn peer_client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let idle_timeout = PEER_IDLE_TIMEOUT;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -215,6 +215,9 @@ impl NodeTls {
         Ok(client)
     }
 }
+
+/// Idle timeout of node-to-node connections (keep-alives every third of it).
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn transport(idle_timeout: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
