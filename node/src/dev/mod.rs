@@ -165,12 +165,7 @@ impl LocalCluster {
 
     /// An open room in the demo category (made if missing).
     pub async fn ensure_room(&self, name: &str, description: &str) -> Result<(), DevError> {
-        let node = self
-            .nodes
-            .iter()
-            .flatten()
-            .next()
-            .ok_or_else(|| DevError::Setup("no node running".into()))?;
+        let node = self.any_node()?;
         let shard_count = node.ctx.config.cluster.shards;
         let spec = RoomSpec {
             name: name.into(),
@@ -191,14 +186,17 @@ impl LocalCluster {
         .await
     }
 
-    /// Apply a directory command as the administrator; "already exists" counts as done.
-    async fn admin_command(&self, cmd: MetaCommand) -> Result<(), DevError> {
-        let node = self
-            .nodes
+    fn any_node(&self) -> Result<&NodeHandle, DevError> {
+        self.nodes
             .iter()
             .flatten()
             .next()
-            .ok_or_else(|| DevError::Setup("no node running".into()))?;
+            .ok_or_else(|| DevError::Setup("no node running".into()))
+    }
+
+    /// Apply a directory command as the administrator; "already exists" counts as done.
+    async fn admin_command(&self, cmd: MetaCommand) -> Result<(), DevError> {
+        let node = self.any_node()?;
         match node
             .ctx
             .proposals
