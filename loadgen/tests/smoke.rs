@@ -1,0 +1,81 @@
+//! CI smoke test: a small W1 against an embedded cluster (3 `stoa-node` processes next to the
+//! load generator's binary) must audit clean. Never asserts timings: the machine may be busy.
+
+use std::process::Command;
+
+#[test]
+fn w1_embedded_small_run_audits_clean() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("w1.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_stoa-loadgen"))
+        .args([
+            "w1",
+            "--embedded",
+            "--users",
+            "200",
+            "--rooms",
+            "20",
+            "--publishers",
+            "20",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--drain-timeout",
+            "30",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run stoa-loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "stoa-loadgen failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("w1 "),
+        "the last line is the summary: {last}"
+    );
+
+    let text = std::fs::read_to_string(&json).expect("the JSON report");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+    let n = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} is a number in {text}"))
+    };
+    for key in ["lost", "duplicates", "reordered", "phantom"] {
+        assert_eq!(n(key), 0, "{key} in {text}");
+    }
+    assert!(n("posts_acked") > 0, "{text}");
+    assert_eq!(n("expected_deliveries"), n("received_deliveries"), "{text}");
+    for key in [
+        "acked_posts_per_s",
+        "deliveries_per_s",
+        "lat_p50_ms",
+        "lat_p99_ms",
+        "lat_p999_ms",
+        "ack_p50_ms",
+        "ack_p99_ms",
+        "loadgen_peak_rss_kb",
+        "users",
+        "rooms",
+        "rooms_per_user",
+        "publishers",
+        "inflight",
+        "size",
+        "duration_s",
+        "rate_target",
+    ] {
+        assert!(report[key].is_number(), "{key} in {text}");
+    }
+    assert_eq!(
+        report["server_peak_rss_kb"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(report["server_cpu_s"].as_array().map(Vec::len), Some(3));
+}
