@@ -85,6 +85,8 @@ async fn t50_kill9_real_processes_under_posts() {
         .unwrap_or_else(rand::random);
     info!(seed, "--- replay with STOA_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // The binary of this tree, not whatever an earlier build left next to the test.
+    cluster_tests::fresh_node_binary();
     let mut pc = ProcCluster::start(3);
     let token = pc.admin_token(Duration::from_secs(60));
     let cfg = ClientConfig::from_files(pc.servers(), token.clone(), pc.ca_pem()).expect("ca");

@@ -87,12 +87,61 @@ pub enum PeerError {
     Timeout(u64, Duration),
 }
 
-/// Test hooks: drop traffic to or from given nodes, or delay every call.
+/// Test hooks: drop traffic to or from given nodes, delay every call, or lose a fraction of calls.
 #[derive(Default)]
 struct Faults {
     blocked_out: HashSet<u64>,
     blocked_in: HashSet<u64>,
     delay: Option<Duration>,
+    lossy: Option<Lossy>,
+}
+
+/// Loses each outgoing call with probability `p`, drawn from a seeded generator so a run can be
+/// replayed (as far as the order of calls repeats). Half of the lost calls lose the request (the
+/// peer never sees it), half the response (the peer acted on it, the caller cannot know).
+struct Lossy {
+    p: f64,
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+/// Which half of a call a [`Lossy`] fault loses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    Request,
+    Response,
+}
+
+impl Faults {
+    fn set_blocked(set: &mut HashSet<u64>, peer: u64, blocked: bool) {
+        if blocked {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+    }
+
+    fn set_lossy(&mut self, p: f64, seed: u64) {
+        use rand::SeedableRng;
+        self.lossy = (p > 0.0).then(|| Lossy {
+            p: p.min(1.0),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        });
+    }
+
+    /// Whether the next call is lost, and which half of it.
+    fn roll(&self) -> Option<Lost> {
+        use rand::Rng;
+        let lossy = self.lossy.as_ref()?;
+        let mut rng = lossy.rng.lock().unwrap_or_else(|e| e.into_inner());
+        if !rng.gen_bool(lossy.p) {
+            return None;
+        }
+        Some(if rng.gen_bool(0.5) {
+            Lost::Request
+        } else {
+            Lost::Response
+        })
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
@@ -121,25 +170,26 @@ impl PeerPool {
     /// Drop calls from this node to `peer` (one way). Tests build partitions from this.
     pub fn block_outgoing(&self, peer: u64, blocked: bool) {
         let mut f = self.faults.write().unwrap_or_else(|e| e.into_inner());
-        if blocked {
-            f.blocked_out.insert(peer);
-        } else {
-            f.blocked_out.remove(&peer);
-        }
+        Faults::set_blocked(&mut f.blocked_out, peer, blocked);
     }
 
     /// Refuse calls from `peer` to this node (one way).
     pub fn block_incoming(&self, peer: u64, blocked: bool) {
         let mut f = self.faults.write().unwrap_or_else(|e| e.into_inner());
-        if blocked {
-            f.blocked_in.insert(peer);
-        } else {
-            f.blocked_in.remove(&peer);
-        }
+        Faults::set_blocked(&mut f.blocked_in, peer, blocked);
     }
 
     pub fn set_delay(&self, delay: Option<Duration>) {
         self.faults.write().unwrap_or_else(|e| e.into_inner()).delay = delay;
+    }
+
+    /// Lose each outgoing call with probability `p` (0 turns it off), seeded by `seed`: half of
+    /// the lost calls never reach the peer, half reach it and lose their response.
+    pub fn set_drop(&self, p: f64, seed: u64) {
+        self.faults
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_lossy(p, seed);
     }
 
     pub fn heal(&self) {
@@ -174,9 +224,9 @@ impl PeerPool {
         payload: Vec<u8>,
         ttl: Duration,
     ) -> Result<PeerResponse, PeerError> {
-        let (blocked, delay) = {
+        let (blocked, delay, lost) = {
             let f = self.faults.read().unwrap_or_else(|e| e.into_inner());
-            (f.blocked_out.contains(&target), f.delay)
+            (f.blocked_out.contains(&target), f.delay, f.roll())
         };
         if blocked {
             tokio::time::sleep(ttl.min(Duration::from_millis(50))).await;
@@ -188,6 +238,10 @@ impl PeerPool {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
+        if lost == Some(Lost::Request) {
+            tokio::time::sleep(ttl.min(Duration::from_millis(200))).await;
+            return Err(PeerError::Timeout(target, ttl));
+        }
         let deadline = tokio::time::Instant::now() + ttl;
         let conn = match tokio::time::timeout_at(deadline, self.connection(target, addr)).await {
             Ok(conn) => conn?,
@@ -197,6 +251,8 @@ impl PeerPool {
         // back on the same address after a restart, and a stale connection would otherwise be
         // used until its idle timeout.
         match tokio::time::timeout_at(deadline, exchange(&conn, &payload)).await {
+            // A lost response: the peer acted on the call, the caller cannot know.
+            Ok(Ok(_)) if lost == Some(Lost::Response) => Err(PeerError::Timeout(target, ttl)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
                 self.forget(target, &conn);
