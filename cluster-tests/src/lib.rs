@@ -158,26 +158,11 @@ impl TestCluster {
     }
 
     /// Start node `i` again on its data directory, with the faults in force re-applied.
-    ///
-    /// A stopped node's database can stay locked after its shutdown returned (the bug pinned by
-    /// `t90_a_node_stopped_with_posts_in_flight_releases_its_storage`); until that is fixed the
-    /// restart is tried again for up to 30 s while the lock is held.
     pub async fn restart(&mut self, i: usize) {
         self.stopped(i).await;
         let t = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.cluster.restart(i).await {
-                Ok(()) => break,
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::warn!(node = i + 1, error = %e, "database still locked after shutdown; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => panic!("node {} does not restart: {e}", i + 1),
-            }
+        if let Err(e) = self.cluster.restart(i).await {
+            panic!("node {} does not restart: {e}", i + 1);
         }
         self.apply_plan(i);
         tracing::info!(

@@ -22,12 +22,6 @@ pub fn fault_tolerant(cfg: &mut ClientConfig) {
     cfg.idle_timeout = Duration::from_secs(3);
 }
 
-/// How often a following client sends a request of its own. Workaround for the bug pinned by
-/// `t90_a_client_that_only_listens_is_not_cut_as_idle` (tests/faults/t90_regressions.rs): the node
-/// closes a connection that sent no frame for 4 × `client_idle_timeout_ms` even while it
-/// receives events, and the SDK takes that goodbye (`invalid`) as final. Remove once fixed.
-const FOLLOWER_PING: Duration = Duration::from_secs(2);
-
 /// A client whose posts and deliveries are recorded under its `name`.
 pub struct Recorded {
     pub name: String,
@@ -107,20 +101,9 @@ impl Recorded {
             .extend(rooms.iter().map(|r| r.to_string()));
         let history = self.history.clone();
         let name = self.name.clone();
-        let client = self.client.clone();
         let task = tokio::spawn(async move {
-            let mut ping = tokio::time::interval(FOLLOWER_PING);
-            loop {
-                tokio::select! {
-                    m = events.next() => match m {
-                        Some(m) => history.delivered(&name, &m),
-                        None => return,
-                    },
-                    _ = ping.tick() => {
-                        let client = client.clone();
-                        tokio::spawn(async move { let _ = client.whoami().await; });
-                    }
-                }
+            while let Some(m) = events.next().await {
+                history.delivered(&name, &m);
             }
         });
         *self.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);

@@ -23,6 +23,8 @@ use stoa_proto::{
 use tokio::sync::{mpsc, Semaphore};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing session waits for the client to acknowledge its last frames.
+const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 /// How long a hello waits for this node to learn of a user created elsewhere a moment ago.
 /// (A change made through this node is visible here at once; this covers changes made elsewhere.)
 const DIRECTORY_LAG_WAIT: Duration = Duration::from_millis(500);
@@ -138,23 +140,14 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
         rooms: Mutex::default(),
     });
     let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max));
-    let idle = Duration::from_millis(limits.client_idle_timeout_ms);
+    // No timeout on reading frames: a client that only listens sends nothing for as long as it
+    // likes. A dead client is noticed by QUIC's idle timeout (its keep-alives keep it alive).
     loop {
-        let frame = match tokio::time::timeout(idle * 4, read_frame(&mut recv, &mut decoder)).await
-        {
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => {
+        let frame = match read_frame(&mut recv, &mut decoder).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
                 session.send(ServerFrame::Goodbye(e)).await;
-                break;
-            }
-            Err(_) => {
-                session
-                    .send(ServerFrame::Goodbye(ApiError::new(
-                        ErrorCode::Invalid,
-                        "idle for too long",
-                    )))
-                    .await;
                 break;
             }
         };
@@ -258,7 +251,7 @@ async fn goodbye(mut send: quinn::SendStream, code: ErrorCode, message: &str) {
     }
     let _ = send.finish();
     // Give the frame a moment to leave before the connection is dropped.
-    let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+    let _ = tokio::time::timeout(GOODBYE_GRACE, send.stopped()).await;
 }
 
 /// Drain the send queue into large writes; also announce rooms cut from live delivery.
@@ -293,6 +286,9 @@ async fn write_loop(
         batch.clear();
     }
     let _ = send.finish();
+    // Dropping the connection discards data not yet acknowledged, such as a goodbye: wait (a
+    // little) for the client to have it all.
+    let _ = tokio::time::timeout(GOODBYE_GRACE, send.stopped()).await;
 }
 
 /// Hex SHA-256 of a token: the directory stores only this.
