@@ -149,7 +149,10 @@ impl Proposals {
                 // A stopped group (node shutting down) will never commit: give up at once, so
                 // no retry keeps the node's storage open.
                 if let Err(fatal) = &m.running_state {
-                    return Err(ApiError::new(ErrorCode::Unavailable, format!("{group} is stopped: {fatal}")));
+                    return Err(ApiError::new(
+                        ErrorCode::Unavailable,
+                        format!("{group} is stopped: {fatal}"),
+                    ));
                 }
                 match m.current_leader {
                     Some(l) if l == self.pool.me().0 => Some(Target::Me),
