@@ -147,8 +147,9 @@ sections! {
 
     /// Chat behaviour.
     [chat] pub struct ChatSection {
-        /// Messages returned by a history request that does not say how many, in messages;
-        /// 1..=500 and at most limits.history_page_max.
+        /// Messages sent on join, in messages; 1..=500 and at most limits.history_page_max.
+        /// The cluster's initial value, applied once by the bootstrapping node when it sets the
+        /// cluster up; afterwards the replicated setting rules (`stoa config set`).
         pub default_chat_history: u32 = 30,
     }
 }

@@ -303,6 +303,22 @@ async fn bootstrap_admin(ctx: Arc<NodeCtx>, token_file: PathBuf) {
             Err(e) => tracing::debug!(error = %e, "meta group not ready for the administrator yet"),
         }
     }
+    // The cluster was just set up: its replicated settings start from this node's configuration.
+    let initial = MetaCommand::Settings {
+        by: ADMIN_USER.into(),
+        change: stoa_proto::SettingsChange {
+            default_chat_history: Some(ctx.config.chat.default_chat_history),
+            ..Default::default()
+        },
+    };
+    match ctx
+        .proposals
+        .propose(GroupId::META, Command::Meta(initial))
+        .await
+    {
+        Ok(CommandResult::Meta(Ok(_))) => {}
+        other => tracing::error!(answer = ?other, "cannot apply the initial cluster settings"),
+    }
     let tmp = token_file.with_extension("tmp");
     let written =
         std::fs::write(&tmp, format!("{token}\n")).and_then(|_| std::fs::rename(&tmp, &token_file));
