@@ -65,6 +65,7 @@ pub mod config;
 mod connection;
 mod directory;
 pub mod error;
+mod files;
 mod personal;
 pub mod resume;
 mod session;
@@ -383,6 +384,14 @@ impl Client {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         )
+    }
+
+    /// Messages of followed rooms that an administrator removed or replaced since the last call,
+    /// in their new form (`moderated` set; same room and seq as the message they replace). Show
+    /// them in place of the old ones. The newest 10,000 are kept for an application that never
+    /// asks; a room resumed after a lag or reconnect may have missed some, so re-read its history.
+    pub fn replaced(&self) -> Vec<Message> {
+        lock(&self.shared().replaced).drain(..).collect()
     }
 
     /// The last seq of `room` handed to the event stream, if the room is followed and its

@@ -52,6 +52,8 @@ impl State {
 }
 
 const CLOSED_NOTICES_MAX: usize = 1024;
+/// Moderated messages kept for an application that has not asked for them yet.
+const REPLACED_KEPT_MAX: usize = 10_000;
 
 pub(crate) struct Shared {
     pub cfg: ClientConfig,
@@ -66,6 +68,8 @@ pub(crate) struct Shared {
     pub resume: Mutex<Resume>,
     /// Rooms the node closed for this client, with why; taken by `Client::closed_rooms`.
     pub closed: Mutex<Vec<(String, stoa_proto::ApiError)>>,
+    /// New versions of moderated messages; taken by `Client::replaced`.
+    pub replaced: Mutex<std::collections::VecDeque<Message>>,
     events_tx: mpsc::Sender<Message>,
     pub events_rx: Mutex<Option<mpsc::Receiver<Message>>>,
     pub events_taken: AtomicBool,
@@ -99,6 +103,7 @@ impl Shared {
             shutdown: watch::Sender::new(false),
             resume: Mutex::new(Resume::new()),
             closed: Mutex::new(Vec::new()),
+            replaced: Mutex::default(),
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             events_taken: AtomicBool::new(false),
@@ -273,6 +278,17 @@ impl Shared {
             closed.remove(0);
         }
         closed.push((room.to_string(), reason.clone()));
+    }
+
+    /// An administrator removed or replaced messages of a followed room.
+    pub fn replaced(&self, messages: Vec<Message>) {
+        let mut kept = lock(&self.replaced);
+        for m in messages {
+            if kept.len() >= REPLACED_KEPT_MAX {
+                kept.pop_front();
+            }
+            kept.push_back(m);
+        }
     }
 
     pub fn lagged(self: &Arc<Self>, room: &str) {
@@ -527,6 +543,11 @@ pub(crate) fn unexpected(wanted: &str, got: &Response) -> String {
         Response::Found(_) => "Found",
         Response::Invitations(_) => "Invitations",
         Response::Followed(_) => "Followed",
+        Response::Moderated { .. } => "Moderated",
+        Response::UploadReady { .. } => "UploadReady",
+        Response::UploadReceived { .. } => "UploadReceived",
+        Response::FileData { .. } => "FileData",
+        Response::FilePosted { .. } => "FilePosted",
     };
     format!("expected a {wanted} answer, got {got}")
 }

@@ -143,6 +143,9 @@ sections! {
         pub client_idle_timeout_ms: u64 = 30_000,
         /// Posts one connection may send per second, in posts per second; 0 means unlimited.
         pub posts_per_s_per_connection_max: u32 = 2000,
+        /// File bytes this node buffers for uploads in progress (all connections), in bytes; an
+        /// upload that would go beyond is refused before its bytes are sent.
+        pub upload_bytes_in_flight_max: usize = 256 << 20,
     }
 
     /// Chat behaviour.

@@ -87,6 +87,7 @@ fn defaults_are_the_documented_values_and_validate() {
     assert_eq!(c.limits.room_mailbox_max, 4096);
     assert_eq!(c.limits.client_idle_timeout_ms, 30000);
     assert_eq!(c.limits.posts_per_s_per_connection_max, 2000);
+    assert_eq!(c.limits.upload_bytes_in_flight_max, 256 << 20);
     assert_eq!(c.chat.default_chat_history, 30);
 }
 
@@ -141,6 +142,7 @@ fn a_full_file_parses() {
         room_mailbox_max = 64
         client_idle_timeout_ms = 5000
         posts_per_s_per_connection_max = 0
+        upload_bytes_in_flight_max = 1048576
 
         [chat]
         default_chat_history = 50
@@ -193,6 +195,7 @@ fn a_full_file_parses() {
             room_mailbox_max: 64,
             client_idle_timeout_ms: 5000,
             posts_per_s_per_connection_max: 0,
+            upload_bytes_in_flight_max: 1 << 20,
         },
         chat: ChatSection {
             default_chat_history: 50,

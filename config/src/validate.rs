@@ -85,6 +85,10 @@ impl NodeConfig {
                 "limits.client_idle_timeout_ms",
                 limits.client_idle_timeout_ms,
             ),
+            (
+                "limits.upload_bytes_in_flight_max",
+                limits.upload_bytes_in_flight_max as u64,
+            ),
             // limits.posts_per_s_per_connection_max: 0 means unlimited.
         ];
         for (field, value) in must_be_positive {

@@ -8,7 +8,8 @@
 //! ignores committed messages at or below what it has seen, so a subscriber gets every message once,
 //! in order, whatever the race between apply, dispatch and actor creation.
 
-use crate::store::sm::{AppliedPosts, MetaView, ShardView};
+use crate::search::IndexOp;
+use crate::store::sm::{Applied, MetaView, ShardView};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -76,7 +77,7 @@ pub struct Fanout {
     limits: FanoutLimits,
     meta: MetaView,
     /// Applied messages also go to the search index (never blocking delivery; see `search`).
-    index: Option<mpsc::Sender<Vec<crate::search::Indexed>>>,
+    index: Option<mpsc::Sender<Vec<IndexOp>>>,
 }
 
 impl Fanout {
@@ -84,9 +85,9 @@ impl Fanout {
     /// room actors check their subscribers' access after every directory change.
     pub fn start(
         limits: FanoutLimits,
-        applied: mpsc::Receiver<AppliedPosts>,
+        applied: mpsc::Receiver<Vec<Applied>>,
         meta: MetaView,
-        index: Option<mpsc::Sender<Vec<crate::search::Indexed>>>,
+        index: Option<mpsc::Sender<Vec<IndexOp>>>,
     ) -> Fanout {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -119,39 +120,39 @@ impl Fanout {
         self.system.stop();
     }
 
-    async fn dispatch(self, mut applied: mpsc::Receiver<AppliedPosts>) {
+    async fn dispatch(self, mut applied: mpsc::Receiver<Vec<Applied>>) {
         while let Some(batch) = applied.recv().await {
             if let Some(index) = &self.index {
                 let items = batch
                     .iter()
-                    .map(|(room_id, message)| crate::search::Indexed {
-                        room_id: *room_id,
-                        message: message.clone(),
+                    .map(|a| match a {
+                        Applied::Posted(room_id, message) => IndexOp::Add {
+                            room_id: *room_id,
+                            message: message.clone(),
+                        },
+                        Applied::Replaced(room_id, messages) => IndexOp::Remove {
+                            room_id: *room_id,
+                            seqs: messages.iter().map(|m| m.seq).collect(),
+                        },
                     })
                     .collect();
-                // A full indexer queue drops the batch; the index notices the gap and re-reads it.
+                // A full indexer queue drops the batch; the index notices a gap and re-reads it,
+                // and results are always re-read from storage, so a missed removal never shows.
                 let _ = index.try_send(items);
             }
             // Group by room, keeping log order within each room.
-            let mut by_room: Vec<(u64, Vec<(Seq, Bytes)>)> = Vec::new();
-            for (room, msg) in batch {
-                let seq = msg.seq;
-                let frame = match encode_frame(
-                    &ServerFrame::Event(Event::Message(msg)),
-                    self.limits.frame_bytes_max,
-                ) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::error!(room, seq = %seq, error = %e, "cannot encode a committed message");
-                        continue;
-                    }
+            let mut by_room: Vec<(u64, Vec<Delivery>)> = Vec::new();
+            for item in batch {
+                let (room, delivery) = match self.encode(item) {
+                    Some(d) => d,
+                    None => continue,
                 };
                 match by_room.iter_mut().find(|(r, _)| *r == room) {
-                    Some((_, v)) => v.push((seq, frame)),
-                    None => by_room.push((room, vec![(seq, frame)])),
+                    Some((_, v)) => v.push(delivery),
+                    None => by_room.push((room, vec![delivery])),
                 }
             }
-            for (room, frames) in by_room {
+            for (room, deliveries) in by_room {
                 let addr = self
                     .rooms
                     .lock()
@@ -159,7 +160,7 @@ impl Fanout {
                     .get(&room)
                     .cloned();
                 if let Some(addr) = addr {
-                    match addr.try_send(RoomMsg::Committed(frames)) {
+                    match addr.try_send(RoomMsg::Committed(deliveries)) {
                         Ok(()) => {}
                         Err(SendError::Full(msg)) => {
                             let _ = addr.send(msg).await;
@@ -167,6 +168,41 @@ impl Fanout {
                         Err(SendError::Closed(_)) => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Encode an applied change once, as the frame every subscriber of its room gets.
+    fn encode(&self, item: Applied) -> Option<(u64, Delivery)> {
+        let max = self.limits.frame_bytes_max;
+        match item {
+            Applied::Posted(room, msg) => {
+                let seq = msg.seq;
+                match encode_frame(&ServerFrame::Event(Event::Message(msg)), max) {
+                    Ok(f) => Some((room, Delivery::Message(seq, f))),
+                    Err(e) => {
+                        tracing::error!(room, seq = %seq, error = %e, "cannot encode a committed message");
+                        None
+                    }
+                }
+            }
+            Applied::Replaced(room, messages) => {
+                let name = messages.first().map(|m| m.room.clone())?;
+                // Moderation may change many messages: split them over frames that fit.
+                let mut frames = Vec::new();
+                for part in messages.chunks(REPLACED_PER_FRAME) {
+                    let event = Event::Replaced {
+                        room: name.clone(),
+                        messages: part.to_vec(),
+                    };
+                    match encode_frame(&ServerFrame::Event(event), max) {
+                        Ok(f) => frames.push(f),
+                        Err(e) => {
+                            tracing::error!(room, error = %e, "cannot encode a moderation event")
+                        }
+                    }
+                }
+                Some((room, Delivery::Replaced(frames)))
             }
         }
     }
@@ -242,11 +278,23 @@ impl Fanout {
     }
 }
 
+/// Messages of a moderation event per frame: small enough for any frame limit with long texts.
+const REPLACED_PER_FRAME: usize = 64;
+
+/// A change applied in a room's shard, encoded as the frames its subscribers get.
+pub enum Delivery {
+    /// A new message.
+    Message(Seq, Bytes),
+    /// Moderation changed stored messages: `Event::Replaced` frames. They do not advance the
+    /// room's seq; they reach subscribers in log order with the messages around them.
+    Replaced(Vec<Bytes>),
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum RoomMsg {
-    /// Messages applied in the room's shard, in order, each already encoded as a frame.
-    Committed(Vec<(Seq, Bytes)>),
+    /// Changes applied in the room's shard, in log order.
+    Committed(Vec<Delivery>),
     Subscribe {
         sub: Subscriber,
         after: Option<Seq>,
@@ -264,10 +312,14 @@ enum SubState {
     /// Waiting for the stored backlog; live frames after `upto` are held meanwhile.
     CatchingUp {
         upto: Seq,
-        held: Vec<(Seq, Bytes)>,
+        held: Vec<Held>,
         generation: u64,
     },
 }
+
+/// A frame held for a subscriber still reading its backlog: a message (with its seq) or an event
+/// that does not advance the seq.
+type Held = (Option<Seq>, Bytes);
 
 struct Sub {
     sub: Subscriber,
@@ -297,14 +349,17 @@ impl Actor for RoomActor {
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl RoomActor {
-    /// Queue a frame; a full queue cuts the subscriber from live delivery.
-    fn push(&mut self, id: u64, seq: Seq, frame: Bytes) -> bool {
+    /// Queue a frame (a message's, when `seq` is given); a full queue cuts the subscriber from
+    /// live delivery.
+    fn push(&mut self, id: u64, seq: Option<Seq>, frame: Bytes) -> bool {
         let Some(s) = self.subs.get_mut(&id) else {
             return false;
         };
         match s.sub.tx.try_send(frame) {
             Ok(()) => {
-                s.sent = seq;
+                if let Some(seq) = seq {
+                    s.sent = seq;
+                }
                 true
             }
             Err(_) => {
@@ -316,35 +371,51 @@ impl RoomActor {
         }
     }
 
-    fn committed(&mut self, frames: Vec<(Seq, Bytes)>) {
-        for (seq, frame) in frames {
-            if seq <= self.last {
-                continue; // already covered by the head this actor started from
-            }
-            if seq != self.last.next() {
-                // Cannot happen by construction; if it does, everyone resumes from storage.
-                tracing::error!(room = %self.room, expected = %self.last.next(), got = %seq, "gap in committed messages");
-                for s in std::mem::take(&mut self.subs).into_values() {
-                    s.sub.lagged.mark(&self.room, s.sent);
+    fn committed(&mut self, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            match delivery {
+                Delivery::Message(seq, frame) => {
+                    if seq <= self.last {
+                        continue; // already covered by the head this actor started from
+                    }
+                    if seq != self.last.next() {
+                        // Cannot happen by construction; if it does, everyone resumes from storage.
+                        tracing::error!(room = %self.room, expected = %self.last.next(), got = %seq, "gap in committed messages");
+                        for s in std::mem::take(&mut self.subs).into_values() {
+                            s.sub.lagged.mark(&self.room, s.sent);
+                        }
+                    }
+                    self.last = seq;
+                    self.deliver(Some(seq), frame);
+                }
+                // Replacing is idempotent, so a subscriber that read the new version from storage
+                // may get the event too; one that read the old version always gets it after.
+                Delivery::Replaced(frames) => {
+                    for frame in frames {
+                        self.deliver(None, frame);
+                    }
                 }
             }
-            self.last = seq;
-            let ids: Vec<u64> = self.subs.keys().copied().collect();
-            for id in ids {
-                let Some(s) = self.subs.get_mut(&id) else {
-                    continue;
-                };
-                match &mut s.state {
-                    SubState::Live => {
-                        self.push(id, seq, frame.clone());
-                    }
-                    SubState::CatchingUp { held, .. } => {
-                        if held.len() >= self.limits.subscribe_backlog_max as usize {
-                            s.sub.lagged.mark(&self.room, s.sent);
-                            self.subs.remove(&id);
-                        } else {
-                            held.push((seq, frame.clone()));
-                        }
+        }
+    }
+
+    /// Queue a frame for every live subscriber; hold it for those still reading their backlog.
+    fn deliver(&mut self, seq: Option<Seq>, frame: Bytes) {
+        let ids: Vec<u64> = self.subs.keys().copied().collect();
+        for id in ids {
+            let Some(s) = self.subs.get_mut(&id) else {
+                continue;
+            };
+            match &mut s.state {
+                SubState::Live => {
+                    self.push(id, seq, frame.clone());
+                }
+                SubState::CatchingUp { held, .. } => {
+                    if held.len() >= self.limits.subscribe_backlog_max as usize {
+                        s.sub.lagged.mark(&self.room, s.sent);
+                        self.subs.remove(&id);
+                    } else {
+                        held.push((seq, frame.clone()));
                     }
                 }
             }
@@ -484,7 +555,7 @@ impl RoomActor {
                 self.limits.frame_bytes_max,
             ) {
                 Ok(frame) => {
-                    if !self.push(id, seq, frame) {
+                    if !self.push(id, Some(seq), frame) {
                         return;
                     }
                 }

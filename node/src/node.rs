@@ -36,6 +36,8 @@ pub struct NodeCtx {
     pub fanout: Fanout,
     pub connections: Arc<Semaphore>,
     pub search: Arc<SearchIndex>,
+    /// Upload buffer space left on this node, in KiB (`limits.upload_bytes_in_flight_max`).
+    pub upload_budget: Arc<Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +139,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let ctx = Arc::new(NodeCtx {
         node: me,
         connections: Arc::new(Semaphore::new(limits.connections_max)),
+        upload_budget: Arc::new(Semaphore::new(limits.upload_bytes_in_flight_max / 1024)),
         search,
         config: config.clone(),
         meta,

@@ -39,10 +39,17 @@ struct Fields {
     text: Field,
 }
 
-/// A message to index.
-pub struct Indexed {
-    pub room_id: u64,
-    pub message: Message,
+/// A change to the index, in the order the shard applied it.
+pub enum IndexOp {
+    Add {
+        room_id: u64,
+        message: Message,
+    },
+    /// Moderation removed or replaced these messages: their words leave the index.
+    Remove {
+        room_id: u64,
+        seqs: Vec<Seq>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +90,7 @@ fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let fields = Fields {
         room: b.add_u64_field("room", INDEXED | STORED | FAST),
-        seq: b.add_u64_field("seq", STORED),
+        seq: b.add_u64_field("seq", INDEXED | STORED),
         ts: b.add_u64_field("ts", INDEXED | FAST),
         author: b.add_text_field("author", STRING),
         text: b.add_text_field("text", TEXT),
@@ -102,7 +109,26 @@ impl SearchIndex {
             path: dir.display().to_string(),
             reason: e.to_string(),
         })?;
-        let index = Index::open_or_create(mmap, schema)?;
+        let index = match Index::open_or_create(mmap, schema.clone()) {
+            Ok(index) => index,
+            // An index written by another version is only a cache of sled: build it again.
+            Err(tantivy::TantivyError::SchemaError(reason)) => {
+                tracing::warn!(%reason, "search index has another schema; rebuilding it");
+                std::fs::remove_dir_all(dir)
+                    .and_then(|()| std::fs::create_dir_all(dir))
+                    .map_err(|e| SearchError::Dir {
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                let mmap =
+                    tantivy::directory::MmapDirectory::open(dir).map_err(|e| SearchError::Dir {
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                Index::create(mmap, schema, Default::default())?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let indexed: HashMap<u64, u64> = index
             .load_metas()?
             .payload
@@ -123,31 +149,48 @@ impl SearchIndex {
         }))
     }
 
-    /// Add messages in sequence: one at or below a room's indexed seq is skipped, one beyond the
-    /// next expected seq marks the index as lagging (a catch-up from sled fills the gap in order).
-    fn add(&self, batch: &[Indexed]) -> Result<(), SearchError> {
+    /// Apply changes in order. Messages are added in sequence: one at or below a room's indexed
+    /// seq is skipped, one beyond the next expected seq marks the index as lagging (a catch-up from
+    /// sled fills the gap in order). Moderated messages keep their place but no words.
+    fn apply(&self, ops: &[IndexOp]) -> Result<(), SearchError> {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut indexed = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
         let f = self.fields;
-        for item in batch {
-            let last = indexed.entry(item.room_id).or_insert(0);
-            if item.message.seq.0 <= *last {
-                continue;
+        for op in ops {
+            match op {
+                IndexOp::Add { room_id, message } => {
+                    let last = indexed.entry(*room_id).or_insert(0);
+                    if message.seq.0 <= *last {
+                        continue;
+                    }
+                    if message.seq.0 != *last + 1 {
+                        self.lagging
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    *last = message.seq.0;
+                    if message.moderated.is_some() {
+                        continue;
+                    }
+                    let m = message;
+                    writer.add_document(doc!(
+                        f.room => *room_id,
+                        f.seq => m.seq.0,
+                        f.ts => m.ts_ms,
+                        f.author => m.author.clone(),
+                        f.text => m.text.clone(),
+                    ))?;
+                }
+                IndexOp::Remove { room_id, seqs } => {
+                    for seq in seqs {
+                        let query = BooleanQuery::new(vec![
+                            (Occur::Must, term_query(f.room, *room_id)),
+                            (Occur::Must, term_query(f.seq, seq.0)),
+                        ]);
+                        writer.delete_query(Box::new(query))?;
+                    }
+                }
             }
-            if item.message.seq.0 != *last + 1 {
-                self.lagging
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                continue;
-            }
-            *last = item.message.seq.0;
-            let m = &item.message;
-            writer.add_document(doc!(
-                f.room => item.room_id,
-                f.seq => m.seq.0,
-                f.ts => m.ts_ms,
-                f.author => m.author.clone(),
-                f.text => m.text.clone(),
-            ))?;
         }
         Ok(())
     }
@@ -187,13 +230,13 @@ impl SearchIndex {
                     let Some(last) = page.last().map(|m| m.seq.0) else {
                         break;
                     };
-                    let batch: Vec<Indexed> = page
+                    let batch: Vec<IndexOp> = page
                         .into_iter()
-                        .map(|message| Indexed { room_id, message })
+                        .map(|message| IndexOp::Add { room_id, message })
                         .collect();
                     added += batch.len() as u64;
                     let me = self.clone();
-                    run_blocking(move || me.add(&batch)).await?;
+                    run_blocking(move || me.apply(&batch)).await?;
                     from = last;
                 }
             }
@@ -207,7 +250,7 @@ impl SearchIndex {
     pub async fn run(
         self: Arc<Self>,
         shards: Vec<ShardView>,
-        mut rx: mpsc::Receiver<Vec<Indexed>>,
+        mut rx: mpsc::Receiver<Vec<IndexOp>>,
     ) {
         match self.catch_up(&shards).await {
             Ok(n) if n > 0 => tracing::info!(messages = n, "search index caught up from storage"),
@@ -221,7 +264,7 @@ impl SearchIndex {
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
                     let me = self.clone();
-                    if let Err(e) = run_blocking(move || me.add(&batch)).await {
+                    if let Err(e) = run_blocking(move || me.apply(&batch)).await {
                         tracing::error!(error = %e, "indexing failed");
                     }
                     dirty = true;
@@ -278,7 +321,8 @@ impl SearchIndex {
                 .map_err(|e| {
                     ApiError::new(ErrorCode::Internal, format!("reading a search result: {e}"))
                 })?;
-            out.extend(found);
+            // The index may still hold words of a message moderated since: storage decides.
+            out.extend(found.into_iter().filter(|m| m.moderated.is_none()));
         }
         Ok(out)
     }
@@ -357,6 +401,13 @@ impl SearchIndex {
     }
 }
 
+fn term_query(field: Field, value: u64) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        Term::from_field_u64(field, value),
+        IndexRecordOption::Basic,
+    ))
+}
+
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
 ) -> Result<T, SearchError> {
@@ -411,6 +462,7 @@ mod tests {
             text: text.into(),
             alert: false,
             ts_ms,
+            file: None,
         }
     }
 
@@ -446,6 +498,85 @@ mod tests {
             offset: 0,
             limit: 10,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn moderated_messages_leave_results_even_when_the_index_missed_the_removal() {
+        let data = TempDir::new().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let (mut sm, view) = StateMachine::open_shard(store.clone(), GroupId(1), Some(tx))
+            .await
+            .unwrap();
+        let entry = |i, cmd| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let posts = vec![
+            post(1, "ops", "ann", "the password is hunter2", 1000),
+            post(1, "ops", "bob", "the password policy changed", 2000),
+            post(1, "ops", "bob", "the password is swordfish", 3000),
+        ];
+        sm.apply(vec![entry(1, Command::Posts(posts))])
+            .await
+            .unwrap();
+        let index = SearchIndex::open(&data.path().join("search")).unwrap();
+        index.catch_up(std::slice::from_ref(&view)).await.unwrap();
+        rx.try_recv().unwrap(); // the posts, indexed by the catch-up above
+        let remove = |words: &[&str]| {
+            Command::Moderate(crate::raft::Moderate {
+                room_id: Some(1),
+                filter: stoa_proto::MessageFilter {
+                    room: Some("ops".into()),
+                    keywords: words.iter().map(|w| w.to_string()).collect(),
+                    ..Default::default()
+                },
+                action: stoa_proto::ModerationAction::Remove,
+            })
+        };
+        sm.apply(vec![entry(2, remove(&["hunter2"]))])
+            .await
+            .unwrap();
+        // The first removal reaches the index, as live fan-out passes it on.
+        let ops: Vec<IndexOp> = rx
+            .try_recv()
+            .unwrap()
+            .into_iter()
+            .map(|a| match a {
+                crate::store::sm::Applied::Replaced(room_id, ms) => IndexOp::Remove {
+                    room_id,
+                    seqs: ms.iter().map(|m| m.seq).collect(),
+                },
+                crate::store::sm::Applied::Posted(..) => panic!("no post applied"),
+            })
+            .collect();
+        let me = index.clone();
+        run_blocking(move || me.apply(&ops)).await.unwrap();
+        // The second one is lost on the way (a full indexer queue).
+        sm.apply(vec![entry(3, remove(&["swordfish"]))])
+            .await
+            .unwrap();
+        index.refresh().await.unwrap();
+        let rooms = [(1, "ops")];
+        let found = index
+            .search(query(&view, "password", &rooms))
+            .await
+            .unwrap();
+        assert_eq!(texts(&found), ["the password policy changed"]);
+        assert!(index
+            .search(query(&view, "hunter2", &rooms))
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(index
+            .search(query(&view, "swordfish", &rooms))
+            .await
+            .unwrap()
+            .is_empty());
+        // Underneath: the removal that arrived took the words out of the index; the lost one
+        // left a stale entry that storage filtered out.
+        let raw = |w: &str| index.query(w, &[1], None, None, None, 0, 10).unwrap().len();
+        assert_eq!((raw("hunter2"), raw("swordfish")), (0, 1));
     }
 
     fn texts(found: &[Message]) -> Vec<&str> {
@@ -614,6 +745,7 @@ mod w5 {
                         ),
                         alert: false,
                         ts_ms: 1_700_000_000_000 + n,
+                        file: None,
                     }
                 })
                 .collect();

@@ -24,7 +24,7 @@ pub use ids::{NodeId, Seq};
 pub use msg::*;
 
 /// Version of the client protocol, sent in [`Hello`] and checked by the node.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// ALPN of client connections.
 pub const ALPN_CLIENT: &[u8] = b"stoa/1";
 /// ALPN of node-to-node connections.
@@ -47,4 +47,11 @@ pub mod limits {
     pub const CLIENT_MSG_ID_BYTES_MAX: usize = 128;
     /// Tokens, in bytes.
     pub const TOKEN_BYTES_MAX: usize = 256;
+    /// Bytes of one upload chunk or download page.
+    pub const FILE_CHUNK_BYTES_MAX: usize = 256 << 10;
+    /// Keywords in one moderation filter, and characters of each.
+    pub const KEYWORDS_MAX: usize = 32;
+    pub const KEYWORD_CHARS_MAX: usize = 256;
+    /// Characters of a moderation replacement text.
+    pub const REPLACEMENT_CHARS_MAX: usize = 4096;
 }

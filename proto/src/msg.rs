@@ -85,6 +85,111 @@ pub enum Request {
         room: String,
         seq: Seq,
     },
+    /// Administrators only: remove or replace messages, or clear a room's history.
+    Moderate(ModerateOp),
+    /// Announce a file to post in a room. The node answers [`Response::UploadReady`] or refuses
+    /// (too large, uploads off in the category, no right to post) before any byte is sent.
+    UploadBegin(UploadBegin),
+    /// The bytes of an upload at `offset`, sent in order (`offset` is the count sent before, so a
+    /// chunk handled out of order is refused); at most the `chunk_bytes_max` the node answered.
+    UploadChunk {
+        upload: u64,
+        offset: u64,
+        data: bytes::Bytes,
+    },
+    /// All bytes are sent: the node checks size and hash, replicates the file, and posts it.
+    UploadCommit {
+        upload: u64,
+    },
+    /// Bytes `offset..offset+limit` of a file posted in `room` (see [`Message::file`]).
+    Download {
+        room: String,
+        file_id: String,
+        offset: u64,
+        limit: u32,
+    },
+}
+
+/// What moderation does to the messages it selects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModerateOp {
+    /// Remove or replace every message matching `filter`.
+    Messages {
+        filter: MessageFilter,
+        action: ModerationAction,
+    },
+    /// Remove every message of `room` posted at or before `through_ms` (ms since the epoch).
+    ClearHistory { room: String, through_ms: u64 },
+}
+
+/// Which messages moderation selects: every given criterion must hold. At least one is required.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageFilter {
+    /// One room, or every room of the cluster.
+    pub room: Option<String>,
+    pub author: Option<String>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub keywords: Vec<String>,
+    pub matching: KeywordMatch,
+    pub case_sensitive: bool,
+}
+
+/// How `keywords` select a message: words are compared whole, ignoring case unless asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeywordMatch {
+    /// Every keyword appears in the text.
+    #[default]
+    All,
+    /// At least one keyword appears.
+    Any,
+    /// The keywords appear together, in this order, as a phrase.
+    Exact,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModerationAction {
+    Remove,
+    /// Replace the text; `None` uses [`DEFAULT_REPLACEMENT`].
+    Replace {
+        text: Option<String>,
+    },
+}
+
+pub const DEFAULT_REPLACEMENT: &str = "This message was replaced by an administrator.";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadBegin {
+    pub room: String,
+    /// The file's name as shown to readers (no path).
+    pub name: String,
+    pub size: u64,
+    /// SHA-256 of the whole file, lowercase hex.
+    pub sha256: String,
+    /// As for posts: a retry with the same id posts the file once.
+    pub client_msg_id: String,
+    /// Text posted with the file (may be empty).
+    pub text: String,
+}
+
+/// A file posted in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Identifies the file within its room.
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    /// SHA-256 of the content, lowercase hex: downloads are checked against it.
+    pub sha256: String,
+}
+
+/// What moderation did to a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Moderation {
+    /// Text (and file) removed; the message keeps its place so the sequence has no gap.
+    Removed,
+    /// Text replaced by an administrator's text.
+    Replaced,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +290,30 @@ pub enum Response {
     Found(Vec<Message>),
     Invitations(Vec<String>),
     Followed(Vec<FollowedRoom>),
+    /// How many messages moderation removed or replaced.
+    Moderated {
+        messages: u64,
+    },
+    /// The node accepts the upload: send chunks of at most `chunk_bytes_max` bytes.
+    UploadReady {
+        upload: u64,
+        chunk_bytes_max: u32,
+    },
+    /// Bytes of the upload received so far.
+    UploadReceived {
+        bytes: u64,
+    },
+    FileData {
+        file: FileRef,
+        offset: u64,
+        data: bytes::Bytes,
+    },
+    /// An upload was committed and posted.
+    FilePosted {
+        seq: Seq,
+        ts_ms: u64,
+        file: FileRef,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +331,12 @@ pub enum Event {
         room: String,
         reason: ApiError,
     },
+    /// An administrator removed or replaced these messages (already delivered or stored): show
+    /// the new versions in place of the old.
+    Replaced {
+        room: String,
+        messages: Vec<Message>,
+    },
 }
 
 /// A stored message as readers see it.
@@ -213,6 +348,10 @@ pub struct Message {
     pub text: String,
     pub ts_ms: u64,
     pub alert: bool,
+    /// Set when an administrator removed or replaced the message.
+    pub moderated: Option<Moderation>,
+    /// The file posted with the message, if any.
+    pub file: Option<FileRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

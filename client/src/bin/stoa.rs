@@ -2,13 +2,15 @@
 //! prints the result.
 //!
 //! Layout (`stoa/`): `args.rs` the top-level flags and commands; `rooms.rs` the room and search
-//! commands, `directory.rs` the category, group, policy, config and add-in commands (each with
-//! its flags and its execution); `output.rs` and `show.rs` the output formats.
+//! commands, `directory.rs` the category, group, policy, config and add-in commands,
+//! `moderation.rs` the file and moderation commands (each with its flags and its execution); `output.rs` and `show.rs` the output formats.
 
 #[path = "stoa/args.rs"]
 mod args;
 #[path = "stoa/directory.rs"]
 mod directory;
+#[path = "stoa/moderation.rs"]
+mod moderation;
 #[path = "stoa/output.rs"]
 mod output;
 #[path = "stoa/rooms.rs"]
@@ -143,6 +145,8 @@ async fn execute(client: &Client, command: Command, as_json: bool) -> anyhow::Re
         Command::Policy(c) => directory::policy(client, c, as_json, &mut out).await?,
         Command::Config(c) => directory::config(client, c, as_json, &mut out).await?,
         Command::Addin(c) => directory::addin(client, c, as_json, &mut out).await?,
+        Command::File(c) => moderation::file(client, c, as_json, &mut out).await?,
+        Command::Moderate(c) => moderation::moderate(client, c, as_json, &mut out).await?,
         Command::Post {
             room,
             text,
@@ -169,6 +173,10 @@ async fn execute(client: &Client, command: Command, as_json: bool) -> anyhow::Re
             let mut printed = 0u64;
             while count.is_none_or(|n| printed < n) {
                 let next = tokio::time::timeout(TAIL_CLOSED_CHECK, events.next()).await;
+                for m in client.replaced().into_iter().filter(|m| m.room == room) {
+                    writeln!(out, "{}", output::replaced(&m, as_json))?;
+                    out.flush()?;
+                }
                 let Ok(next) = next else {
                     // Quiet for a while: every message before a close notice has been printed.
                     if let Some((_, reason)) =

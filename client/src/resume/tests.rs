@@ -10,6 +10,8 @@ fn msg(room: &str, seq: u64) -> Message {
         text: format!("m{seq}"),
         ts_ms: 0,
         alert: false,
+        moderated: None,
+        file: None,
     }
 }
 

@@ -318,6 +318,8 @@ fn handle(st: &mut State, sid: u64, body: Request) -> Result<Response, ApiError>
                 text,
                 ts_ms,
                 alert,
+                moderated: None,
+                file: None,
             };
             log.push(msg.clone());
             st.posts.insert((room.clone(), client_msg_id), (seq, ts_ms));

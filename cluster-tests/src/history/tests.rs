@@ -14,6 +14,8 @@ fn msg(seq: u64, text: &str) -> Message {
         text: text.into(),
         ts_ms: 1000 + seq,
         alert: false,
+        moderated: None,
+        file: None,
     }
 }
 

@@ -3,5 +3,6 @@
 //! is unit-tested without a runtime, and every replica decides the same at apply time.
 
 pub mod meta;
+pub mod moderation;
 pub mod names;
 pub mod shard;

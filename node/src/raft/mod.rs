@@ -7,7 +7,7 @@
 pub mod network;
 
 use crate::domain::{
-    meta::MetaCommand, meta::MetaOutcome, shard::PostOutcome, shard::ProposedPost,
+    meta::MetaCommand, meta::MetaOutcome, shard::FileChunk, shard::PostOutcome, shard::ProposedPost,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -38,6 +38,19 @@ pub enum Command {
     Meta(MetaCommand),
     /// Many posts in one entry (proposal batching), for a shard group.
     Posts(Vec<ProposedPost>),
+    /// Remove or replace the messages a filter selects, in one room or every room of the shard.
+    Moderate(Moderate),
+    /// Part of a file, stored ahead of the post that shows it.
+    FileChunk(FileChunk),
+}
+
+/// A moderation as the shard applies it: the room is resolved to its id by the proposing node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moderate {
+    /// `None`: every room of the shard.
+    pub room_id: Option<u64>,
+    pub filter: stoa_proto::MessageFilter,
+    pub action: stoa_proto::ModerationAction,
 }
 
 /// What applying a [`Command`] answered, one result per proposed item.
@@ -48,6 +61,9 @@ pub enum CommandResult {
     None,
     Meta(Result<MetaOutcome, ApiError>),
     Posts(Vec<Result<PostOutcome, ApiError>>),
+    /// How many messages a moderation changed.
+    Moderated(Result<u64, ApiError>),
+    FileChunk(Result<(), ApiError>),
 }
 
 openraft::declare_raft_types!(

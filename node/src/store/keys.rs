@@ -38,6 +38,11 @@ pub const MESSAGE: u8 = 1;
 pub const HEAD: u8 = 2;
 pub const DEDUP: u8 = 3;
 pub const META_STATE: u8 = 4;
+/// A message as it was before moderation changed it (kept for compliance).
+pub const ORIGINAL: u8 = 5;
+/// A posted file's record, and its chunks.
+pub const FILE: u8 = 6;
+pub const FILE_CHUNK: u8 = 7;
 
 pub fn sm_tag(g: GroupId, tag: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);
@@ -67,6 +72,47 @@ pub fn head(g: GroupId, room: u64) -> Vec<u8> {
 pub fn head_room(key: &[u8]) -> Option<u64> {
     key.get(5..13)
         .map(|b| u64::from_be_bytes(b.try_into().expect("slice of 8 bytes")))
+}
+
+pub fn original(g: GroupId, room: u64, seq: u64) -> Vec<u8> {
+    let mut k = sm_tag(g, ORIGINAL);
+    k.extend_from_slice(&room.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The room of a message key (`message`, `original`).
+pub fn message_room(key: &[u8]) -> Option<u64> {
+    head_room(key)
+}
+
+/// Every message of a room, or of the group.
+pub fn messages_of(g: GroupId, room: Option<u64>) -> Vec<u8> {
+    let mut k = sm_tag(g, MESSAGE);
+    if let Some(r) = room {
+        k.extend_from_slice(&r.to_be_bytes());
+    }
+    k
+}
+
+pub fn file(g: GroupId, room: u64, file_id: &str) -> Vec<u8> {
+    let mut k = sm_tag(g, FILE);
+    k.extend_from_slice(&room.to_be_bytes());
+    k.extend_from_slice(file_id.as_bytes());
+    k
+}
+
+/// The chunks of a file, in index order; `index: None` is the prefix of all of them. The file id
+/// is length-prefixed so one id cannot be the prefix of another's chunks.
+pub fn file_chunk(g: GroupId, room: u64, file_id: &str, index: Option<u32>) -> Vec<u8> {
+    let mut k = sm_tag(g, FILE_CHUNK);
+    k.extend_from_slice(&room.to_be_bytes());
+    k.extend_from_slice(&(file_id.len() as u32).to_be_bytes());
+    k.extend_from_slice(file_id.as_bytes());
+    if let Some(i) = index {
+        k.extend_from_slice(&i.to_be_bytes());
+    }
+    k
 }
 
 /// The author is length-prefixed so (author, client id) pairs cannot collide.
@@ -100,6 +146,18 @@ mod tests {
         assert_eq!(log_index(&log(GroupId(3), 42)), Some(42));
         assert_eq!(message_seq(&message(GroupId(3), 1, 42)), Some(42));
         assert_eq!(head_room(&head(GroupId(3), 77)), Some(77));
+        assert!(
+            file_chunk(GroupId(1), 1, "f", Some(255)) < file_chunk(GroupId(1), 1, "f", Some(256))
+        );
+        assert!(
+            !file_chunk(GroupId(1), 1, "fa", None).starts_with(&file_chunk(
+                GroupId(1),
+                1,
+                "f",
+                None
+            ))
+        );
+        assert_eq!(message_room(&message(GroupId(3), 9, 1)), Some(9));
         assert_ne!(
             dedup(GroupId(1), 1, "ab", "c"),
             dedup(GroupId(1), 1, "a", "bc")

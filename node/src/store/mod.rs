@@ -13,6 +13,8 @@ pub mod log;
 pub mod sm;
 
 #[cfg(test)]
+mod content_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::raft::StorageError;
@@ -38,7 +40,15 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored value under {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("the data directory {path} holds storage format {found}, this build reads format {FORMAT}; start with an empty data directory")]
+    Format { path: String, found: u32 },
 }
+
+/// The layout of stored values. Bump it when a stored type changes shape: bincode values carry no
+/// field names, so an old value would decode into garbage or fail deep inside Raft.
+/// Format 2: messages carry moderation and files.
+pub const FORMAT: u32 = 2;
+const FORMAT_KEY: &[u8] = b"stoa-storage-format";
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
@@ -52,14 +62,29 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        let flusher = Flusher::start(db.clone());
-        Ok(Arc::new(Store {
+        let store = Store {
             log: db.open_tree("log")?,
             raft: db.open_tree("raft")?,
             sm: db.open_tree("sm")?,
             snap: db.open_tree("snap")?,
-            flusher,
-        }))
+            flusher: Flusher::start(db.clone()),
+        };
+        let found = match db.get(FORMAT_KEY)? {
+            Some(v) => v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0),
+            // Format 1 did not record itself.
+            None if !store.log.is_empty() || !store.raft.is_empty() => 1,
+            None => {
+                db.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+                FORMAT
+            }
+        };
+        if found != FORMAT {
+            return Err(StoreError::Format {
+                path: path.display().to_string(),
+                found,
+            });
+        }
+        Ok(Arc::new(store))
     }
 
     /// Flush everything written so far; returns when it is on disk.

@@ -5,9 +5,13 @@
 
 use super::{blocking, decode_stored, encode_stored, keys, read_err, write_err, Store, StoreError};
 use crate::domain::meta::MetaState;
-use crate::domain::shard::{decide_post, PostDecision, PostOutcome, RoomHead, StoredMessage};
+use crate::domain::moderation;
+use crate::domain::shard::{
+    decide_post, FileChunk, FileRecord, PostDecision, PostOutcome, ProposedPost, RoomHead,
+    StoredMessage,
+};
 use crate::raft::{
-    Command, CommandResult, Entry, GroupId, LogId, Snapshot, SnapshotMeta, StorageError,
+    Command, CommandResult, Entry, GroupId, LogId, Moderate, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -19,8 +23,44 @@ use std::sync::{Arc, Mutex, RwLock};
 use stoa_proto::{ApiError, ErrorCode, Message, Seq};
 use tokio::sync::{mpsc, watch};
 
-/// Messages a shard applied, in log order, for live fan-out: (room id, message).
-pub type AppliedPosts = Vec<(u64, Message)>;
+/// What a shard applied, in log order, for live fan-out and the search index.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    /// A new message in a room (by room id).
+    Posted(u64, Message),
+    /// Messages of a room that moderation removed or replaced, in their new form.
+    Replaced(u64, Vec<Message>),
+}
+
+/// Changes of consecutive entries, written to sled together.
+#[derive(Default)]
+struct Segment {
+    batch: sled::Batch,
+    meta: Option<MetaState>,
+    /// Heads and dedup records changed in this segment, seen before it is written.
+    heads: HashMap<u64, RoomHead>,
+    dedup: HashMap<Vec<u8>, PostOutcome>,
+    chunks: usize,
+    moderated: bool,
+    events: Vec<Applied>,
+}
+
+impl Segment {
+    /// Whether the segment holds writes a stored-content read must see first.
+    fn is_empty(&self) -> bool {
+        self.heads.is_empty() && self.chunks == 0 && !self.moderated
+    }
+}
+
+/// Entries whose decision reads stored messages or chunks rather than heads and dedup records.
+fn reads_stored_content(payload: &EntryPayload<TypeConfig>) -> bool {
+    match payload {
+        EntryPayload::Normal(Command::Moderate(_)) => true,
+        EntryPayload::Normal(Command::Posts(posts)) => posts.iter().any(|p| p.file.is_some()),
+        EntryPayload::Normal(Command::FileChunk(_)) => true,
+        _ => false,
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AppliedState {
@@ -137,11 +177,73 @@ impl ShardView {
     }
 }
 
+impl ShardView {
+    /// A file posted in `room_id`, with the message that shows it (none if no such file).
+    pub async fn file(
+        &self,
+        room_id: u64,
+        room: String,
+        file_id: String,
+    ) -> Result<Option<(FileRecord, Message)>, StorageError> {
+        let store = self.store.clone();
+        let group = self.group;
+        blocking(move || {
+            let key = keys::file(group, room_id, &file_id);
+            let Some(v) = store.sm.get(&key).map_err(read_err)? else {
+                return Ok(None);
+            };
+            let record: FileRecord = decode_stored(&key, &v)?;
+            let mkey = keys::message(group, room_id, record.seq.0);
+            let Some(m) = store.sm.get(&mkey).map_err(read_err)? else {
+                return Ok(None);
+            };
+            let m: StoredMessage = decode_stored(&mkey, &m)?;
+            let message = m.into_message(&room, record.seq);
+            Ok(Some((record, message)))
+        })
+        .await
+    }
+
+    /// Bytes `offset..offset + limit` of a stored file (fewer at its end).
+    pub async fn read_file(
+        &self,
+        room_id: u64,
+        file_id: String,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        let store = self.store.clone();
+        let group = self.group;
+        blocking(move || {
+            let mut out = Vec::with_capacity(limit.min(1 << 20));
+            let mut at = 0u64;
+            for kv in store
+                .sm
+                .scan_prefix(keys::file_chunk(group, room_id, &file_id, None))
+            {
+                let (_, chunk) = kv.map_err(read_err)?;
+                let end = at + chunk.len() as u64;
+                if end > offset {
+                    let from = offset.saturating_sub(at) as usize;
+                    let take = (limit - out.len()).min(chunk.len() - from);
+                    out.extend_from_slice(&chunk[from..from + take]);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+                at = end;
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 enum Kind {
     Meta(MetaView),
     Shard {
         view: ShardView,
-        applied_tx: Option<mpsc::Sender<AppliedPosts>>,
+        applied_tx: Option<mpsc::Sender<Vec<Applied>>>,
     },
 }
 
@@ -173,7 +275,7 @@ impl StateMachine {
     pub async fn open_shard(
         store: Arc<Store>,
         group: GroupId,
-        applied_tx: Option<mpsc::Sender<AppliedPosts>>,
+        applied_tx: Option<mpsc::Sender<Vec<Applied>>>,
     ) -> Result<(StateMachine, ShardView), StorageError> {
         let view = ShardView {
             store: store.clone(),
@@ -255,25 +357,27 @@ impl Inner {
     fn apply_blocking(
         &self,
         entries: Vec<Entry>,
-    ) -> Result<(Vec<CommandResult>, AppliedPosts), StorageError> {
+    ) -> Result<(Vec<CommandResult>, Vec<Applied>), StorageError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut applied = self
             .applied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut batch = sled::Batch::default();
         let mut results = Vec::with_capacity(entries.len());
-        let mut fanout = AppliedPosts::new();
-        let mut meta = match &self.kind {
-            Kind::Meta(view) => Some(view.read(|s| s.clone())),
-            Kind::Shard { .. } => None,
+        let mut seg = Segment {
+            meta: match &self.kind {
+                Kind::Meta(view) => Some(view.read(|s| s.clone())),
+                Kind::Shard { .. } => None,
+            },
+            ..Default::default()
         };
-        // Heads and dedup records changed by this batch, seen before the batch is written.
-        let mut heads: HashMap<u64, RoomHead> = HashMap::new();
-        let mut dedup: HashMap<Vec<u8>, PostOutcome> = HashMap::new();
 
         for entry in entries {
+            // Commands that read stored messages or chunks see everything applied before them.
+            if reads_stored_content(&entry.payload) && !seg.is_empty() {
+                self.write_segment(&mut seg, &applied)?;
+            }
             applied.last_applied = Some(entry.log_id);
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::None,
@@ -281,75 +385,202 @@ impl Inner {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     CommandResult::None
                 }
-                EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
+                EntryPayload::Normal(Command::Meta(cmd)) => match seg.meta.as_mut() {
                     Some(state) => CommandResult::Meta(state.apply(&cmd)),
                     None => CommandResult::Meta(Err(wrong_group(self.group))),
                 },
-                EntryPayload::Normal(Command::Posts(posts)) => {
-                    let Kind::Shard { view, .. } = &self.kind else {
-                        results.push(CommandResult::Posts(vec![
-                            Err(wrong_group(self.group));
-                            posts.len()
-                        ]));
-                        continue;
-                    };
-                    let mut out = Vec::with_capacity(posts.len());
-                    for post in posts {
-                        let dkey = keys::dedup(
-                            self.group,
-                            post.room_id,
-                            &post.author,
-                            &post.client_msg_id,
-                        );
-                        let earlier = match dedup.get(&dkey) {
-                            Some(o) => Some(*o),
-                            None => match self.store.sm.get(&dkey).map_err(read_err)? {
-                                Some(v) => Some(decode_stored(&dkey, &v)?),
-                                None => None,
-                            },
-                        };
-                        let head = match heads.get(&post.room_id) {
-                            Some(h) => Some(h.clone()),
-                            None => view
-                                .heads
-                                .read()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get(&post.room_id)
-                                .cloned(),
-                        };
-                        match decide_post(head.as_ref(), earlier, &post) {
-                            PostDecision::Append { outcome, message } => {
-                                let key = keys::message(self.group, post.room_id, outcome.seq.0);
-                                batch.insert(key, encode_stored(&message)?);
-                                batch.insert(dkey.clone(), encode_stored(&outcome)?);
-                                dedup.insert(dkey, outcome);
-                                heads.insert(
-                                    post.room_id,
-                                    RoomHead {
-                                        name: post.room.clone(),
-                                        last_seq: outcome.seq,
-                                    },
-                                );
-                                fanout.push((
-                                    post.room_id,
-                                    message.into_message(&post.room, outcome.seq),
-                                ));
-                                out.push(Ok(outcome));
-                            }
-                            PostDecision::Duplicate(outcome) => out.push(Ok(outcome)),
-                            PostDecision::Refuse(e) => out.push(Err(e)),
-                        }
-                    }
-                    CommandResult::Posts(out)
-                }
+                EntryPayload::Normal(Command::Posts(posts)) => match self.shard_view() {
+                    Some(view) => CommandResult::Posts(self.apply_posts(view, &mut seg, posts)?),
+                    None => CommandResult::Posts(vec![Err(wrong_group(self.group)); posts.len()]),
+                },
+                EntryPayload::Normal(Command::Moderate(m)) => match self.shard_view() {
+                    Some(view) => CommandResult::Moderated(Ok(self.moderate(view, &mut seg, &m)?)),
+                    None => CommandResult::Moderated(Err(wrong_group(self.group))),
+                },
+                EntryPayload::Normal(Command::FileChunk(c)) => match self.shard_view() {
+                    Some(_) => CommandResult::FileChunk(self.store_chunk(&mut seg, c)?),
+                    None => CommandResult::FileChunk(Err(wrong_group(self.group))),
+                },
             };
             results.push(result);
         }
+        self.write_segment(&mut seg, &applied)?;
+        Ok((results, seg.events))
+    }
 
+    fn shard_view(&self) -> Option<&ShardView> {
+        match &self.kind {
+            Kind::Shard { view, .. } => Some(view),
+            Kind::Meta(_) => None,
+        }
+    }
+
+    fn apply_posts(
+        &self,
+        view: &ShardView,
+        seg: &mut Segment,
+        posts: Vec<ProposedPost>,
+    ) -> Result<Vec<Result<PostOutcome, ApiError>>, StorageError> {
+        let mut out = Vec::with_capacity(posts.len());
+        for post in posts {
+            let dkey = keys::dedup(self.group, post.room_id, &post.author, &post.client_msg_id);
+            let earlier = match seg.dedup.get(&dkey) {
+                Some(o) => Some(*o),
+                None => match self.store.sm.get(&dkey).map_err(read_err)? {
+                    Some(v) => Some(decode_stored(&dkey, &v)?),
+                    None => None,
+                },
+            };
+            let head = match seg.heads.get(&post.room_id) {
+                Some(h) => Some(h.clone()),
+                None => view
+                    .heads
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&post.room_id)
+                    .cloned(),
+            };
+            let file_bytes = match &post.file {
+                // The segment was written before this entry (see `reads_stored_content`).
+                Some(f) => self.stored_file_bytes(post.room_id, &f.id)?,
+                None => 0,
+            };
+            match decide_post(head.as_ref(), earlier, &post, file_bytes) {
+                PostDecision::Append { outcome, message } => {
+                    let key = keys::message(self.group, post.room_id, outcome.seq.0);
+                    if let Some(f) = &message.file {
+                        let record = FileRecord {
+                            seq: outcome.seq,
+                            file: f.clone(),
+                        };
+                        seg.batch.insert(
+                            keys::file(self.group, post.room_id, &f.id),
+                            encode_stored(&record)?,
+                        );
+                    }
+                    seg.batch.insert(key, encode_stored(&message)?);
+                    seg.batch.insert(dkey.clone(), encode_stored(&outcome)?);
+                    seg.dedup.insert(dkey, outcome);
+                    seg.heads.insert(
+                        post.room_id,
+                        RoomHead {
+                            name: post.room.clone(),
+                            last_seq: outcome.seq,
+                        },
+                    );
+                    seg.events.push(Applied::Posted(
+                        post.room_id,
+                        message.into_message(&post.room, outcome.seq),
+                    ));
+                    out.push(Ok(outcome));
+                }
+                PostDecision::Duplicate(outcome) => out.push(Ok(outcome)),
+                PostDecision::Refuse(e) => out.push(Err(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn stored_file_bytes(&self, room_id: u64, file_id: &str) -> Result<u64, StorageError> {
+        let mut total = 0u64;
+        for kv in self
+            .store
+            .sm
+            .scan_prefix(keys::file_chunk(self.group, room_id, file_id, None))
+        {
+            let (_, v) = kv.map_err(read_err)?;
+            total += v.len() as u64;
+        }
+        Ok(total)
+    }
+
+    /// Store a chunk, unless its file was posted already (a late retry must not change the bytes
+    /// a posted hash describes).
+    fn store_chunk(
+        &self,
+        seg: &mut Segment,
+        c: FileChunk,
+    ) -> Result<Result<(), ApiError>, StorageError> {
+        let record = keys::file(self.group, c.room_id, &c.file_id);
+        if self.store.sm.contains_key(&record).map_err(read_err)? {
+            return Ok(Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("file {} is posted already", c.file_id),
+            )));
+        }
+        seg.batch.insert(
+            keys::file_chunk(self.group, c.room_id, &c.file_id, Some(c.index)),
+            c.data.to_vec(),
+        );
+        seg.chunks += 1;
+        Ok(Ok(()))
+    }
+
+    /// Remove or replace every stored message the filter selects. Runs on a written segment, so
+    /// it sees every message applied before it; keeps each message's first original.
+    fn moderate(
+        &self,
+        view: &ShardView,
+        seg: &mut Segment,
+        m: &Moderate,
+    ) -> Result<u64, StorageError> {
+        let names: HashMap<u64, String> = view
+            .heads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, h)| (*id, h.name.clone()))
+            .collect();
+        let mut changed: Vec<(u64, Vec<Message>)> = Vec::new();
+        let mut count = 0u64;
+        for kv in self
+            .store
+            .sm
+            .scan_prefix(keys::messages_of(self.group, m.room_id))
+        {
+            let (k, v) = kv.map_err(read_err)?;
+            let stored: StoredMessage = decode_stored(&k, &v)?;
+            if !moderation::selects(&m.filter, &stored) {
+                continue;
+            }
+            let (Some(room_id), Some(seq)) = (keys::message_room(&k), keys::message_seq(&k)) else {
+                continue;
+            };
+            let original = keys::original(self.group, room_id, seq);
+            if !self.store.sm.contains_key(&original).map_err(read_err)? {
+                seg.batch.insert(original, v.to_vec());
+            }
+            let new = moderation::moderate(&stored, &m.action);
+            seg.batch.insert(k.to_vec(), encode_stored(&new)?);
+            count += 1;
+            let name = names.get(&room_id).cloned().unwrap_or_default();
+            let message = new.into_message(&name, Seq(seq));
+            match changed.last_mut() {
+                Some((r, v)) if *r == room_id => v.push(message),
+                _ => changed.push((room_id, vec![message])),
+            }
+        }
+        seg.events.extend(
+            changed
+                .into_iter()
+                .map(|(room, messages)| Applied::Replaced(room, messages)),
+        );
+        seg.moderated = true;
+        Ok(count)
+    }
+
+    /// Write what a segment changed in one sled batch, with the applied state it reaches, then
+    /// publish it to readers.
+    fn write_segment(&self, seg: &mut Segment, applied: &AppliedState) -> Result<(), StorageError> {
+        let mut batch = std::mem::take(&mut seg.batch);
+        let heads = std::mem::take(&mut seg.heads);
+        seg.dedup.clear();
+        seg.chunks = 0;
+        seg.moderated = false;
         for (room, head) in &heads {
             batch.insert(keys::head(self.group, *room), encode_stored(head)?);
         }
-        if let Some(state) = &meta {
+        if let Some(state) = &seg.meta {
             batch.insert(
                 keys::sm_tag(self.group, keys::META_STATE),
                 encode_stored(state)?,
@@ -357,17 +588,17 @@ impl Inner {
         }
         batch.insert(
             keys::sm_tag(self.group, keys::APPLIED),
-            encode_stored(&applied)?,
+            encode_stored(applied)?,
         );
         self.store.sm.apply_batch(batch).map_err(write_err)?;
 
         // Publish to readers only after the batch is in sled, so a reader never sees a head whose
         // messages it cannot read.
-        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied.clone();
         match &self.kind {
             Kind::Meta(view) => {
-                if let Some(state) = meta {
-                    *view.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+                if let Some(state) = &seg.meta {
+                    *view.state.write().unwrap_or_else(|e| e.into_inner()) = state.clone();
                     view.changes.send_modify(|v| *v += 1);
                 }
             }
@@ -378,7 +609,7 @@ impl Inner {
                     .extend(heads);
             }
         }
-        Ok((results, fanout))
+        Ok(())
     }
 
     fn build_snapshot_blocking(&self) -> Result<Snapshot, StorageError> {

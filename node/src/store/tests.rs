@@ -51,6 +51,7 @@ fn post(i: u64) -> ProposedPost {
         text: format!("message {i}"),
         alert: false,
         ts_ms: 1000 + i,
+        file: None,
     }
 }
 

@@ -22,7 +22,36 @@ fn sample_event() -> ServerFrame {
         text: "hello".into(),
         ts_ms: 1_700_000_000_000,
         alert: true,
+        moderated: None,
+        file: None,
     }))
+}
+
+fn sample_replaced() -> ServerFrame {
+    ServerFrame::Event(Event::Replaced {
+        room: "r".into(),
+        messages: vec![Message {
+            room: "r".into(),
+            seq: Seq(2),
+            author: "a".into(),
+            text: String::new(),
+            ts_ms: 5,
+            alert: false,
+            moderated: Some(Moderation::Removed),
+            file: Some(FileRef {
+                id: "f".into(),
+                name: "n".into(),
+                size: 3,
+                sha256: "h".into(),
+            }),
+        }],
+    })
+}
+
+#[test]
+fn golden_bytes_of_a_replaced_event() {
+    let frame = encode_frame(&sample_replaced(), FRAME_BYTES_MAX).unwrap();
+    assert_eq!(hex(&frame), GOLDEN_REPLACED);
 }
 
 /// Golden bytes: if this changes, old clients break. Bump PROTOCOL_VERSION and update on purpose.
@@ -59,8 +88,10 @@ fn golden_bytes_of_hello_and_error() {
 }
 
 const GOLDEN_POST: &str = "00000010010700056c6f62627902633102686900";
-const GOLDEN_EVENT: &str = "0000001f0200056c6f626279fb2c0103616e6e0568656c6c6ffd0068e5cf8b01000001";
-const GOLDEN_HELLO: &str = "0000000400010174";
+const GOLDEN_EVENT: &str =
+    "000000210200056c6f626279fb2c0103616e6e0568656c6c6ffd0068e5cf8b010000010000";
+const GOLDEN_REPLACED: &str = "00000017020301720101720201610005000100010166016e030168";
+const GOLDEN_HELLO: &str = "0000000400020174";
 const GOLDEN_ERROR: &str = "00000006010101050178";
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -327,5 +358,9 @@ fn print_golden() {
     println!(
         "ERROR {}",
         hex(&encode_frame(&err, FRAME_BYTES_MAX).unwrap())
+    );
+    println!(
+        "REPLACED {}",
+        hex(&encode_frame(&sample_replaced(), FRAME_BYTES_MAX).unwrap())
     );
 }

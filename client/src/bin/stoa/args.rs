@@ -2,6 +2,7 @@
 //! subcommands are defined beside their execution, in `rooms.rs` and `directory.rs`.
 
 use crate::directory::{AddinCommand, CategoryCommand, ConfigCommand, GroupCommand, PolicyCommand};
+use crate::moderation::{FileCommand, ModerateCommand};
 use crate::rooms::{RoomCommand, SearchCommand};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -76,7 +77,7 @@ pub enum Command {
     /// Manage add-ins (administrators only).
     #[command(subcommand)]
     Addin(AddinCommand),
-    /// Search rooms (or, later, messages).
+    /// Search rooms or messages.
     #[command(subcommand)]
     Search(SearchCommand),
     /// Post a message; prints its seq.
@@ -127,6 +128,12 @@ pub enum Command {
     Unfollow { room: String },
     /// Print the followed rooms with their unread counts.
     Followed,
+    /// Upload and download files.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Remove or replace messages, clear a room's history (administrators).
+    #[command(subcommand)]
+    Moderate(ModerateCommand),
 }
 
 #[derive(Debug, Subcommand)]

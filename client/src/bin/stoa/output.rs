@@ -4,21 +4,32 @@
 use serde::Serialize;
 use std::borrow::Cow;
 use stoa_client::{Message, Posted, RoomInfo, WhoAmI};
+use stoa_proto::{FileRef, Moderation};
 
 /// One message: `#seq [YYYY-MM-DD HH:MM:SS] author: text` (UTC), alerts marked `(alert)` after
-/// the author. Control characters are escaped so a message cannot drive the terminal.
+/// the author, a file as `[file NAME, N bytes, id ID]` after the text, and moderation said in
+/// place of removed text or after replaced text. Control characters are escaped so a message
+/// cannot drive the terminal.
 pub fn message_human(m: &Message) -> String {
     let alert = if m.alert { " (alert)" } else { "" };
+    let text = match m.moderated {
+        Some(Moderation::Removed) => "(removed by an administrator)".to_string(),
+        Some(Moderation::Replaced) => format!("{} (replaced)", clean(&m.text)),
+        None => clean(&m.text).into_owned(),
+    };
+    let file = m.file.as_ref().map_or(String::new(), |f| {
+        format!(" [file {}, {} bytes, id {}]", clean(&f.name), f.size, f.id)
+    });
     format!(
-        "#{} [{}] {}{alert}: {}",
+        "#{} [{}] {}{alert}: {text}{file}",
         m.seq,
         utc(m.ts_ms),
         clean(&m.author),
-        clean(&m.text)
     )
 }
 
-/// One message as a JSON object (one line): room, seq, author, text, ts_ms, alert.
+/// One message as a JSON object (one line): room, seq, author, text, ts_ms, alert, moderated
+/// (null, "removed" or "replaced"), file (null or {id, name, size, sha256}).
 pub fn message_json(m: &Message) -> String {
     #[derive(Serialize)]
     struct Out<'a> {
@@ -28,6 +39,8 @@ pub fn message_json(m: &Message) -> String {
         text: &'a str,
         ts_ms: u64,
         alert: bool,
+        moderated: Option<&'static str>,
+        file: Option<FileJson<'a>>,
     }
     json(&Out {
         room: &m.room,
@@ -36,7 +49,77 @@ pub fn message_json(m: &Message) -> String {
         text: &m.text,
         ts_ms: m.ts_ms,
         alert: m.alert,
+        moderated: m.moderated.map(|x| match x {
+            Moderation::Removed => "removed",
+            Moderation::Replaced => "replaced",
+        }),
+        file: m.file.as_ref().map(FileJson::from),
     })
+}
+
+#[derive(Serialize)]
+struct FileJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    size: u64,
+    sha256: &'a str,
+}
+
+impl<'a> From<&'a FileRef> for FileJson<'a> {
+    fn from(f: &'a FileRef) -> Self {
+        FileJson {
+            id: &f.id,
+            name: &f.name,
+            size: f.size,
+            sha256: &f.sha256,
+        }
+    }
+}
+
+pub fn file_posted(room: &str, p: &Posted, f: &FileRef, as_json: bool) -> String {
+    if as_json {
+        serde_json::json!({
+            "room": room, "seq": p.seq.0, "ts_ms": p.ts_ms,
+            "file": serde_json::to_value(FileJson::from(f)).unwrap_or_default(),
+        })
+        .to_string()
+    } else {
+        format!(
+            "posted {} ({} bytes) to {room} as #{}; file id {}",
+            clean(&f.name),
+            f.size,
+            p.seq,
+            f.id
+        )
+    }
+}
+
+pub fn file_saved(f: &FileRef, path: &str, as_json: bool) -> String {
+    if as_json {
+        serde_json::json!({
+            "saved": path,
+            "file": serde_json::to_value(FileJson::from(f)).unwrap_or_default(),
+        })
+        .to_string()
+    } else {
+        format!(
+            "saved {} ({} bytes, SHA-256 checked) to {}",
+            clean(&f.name),
+            f.size,
+            clean(path)
+        )
+    }
+}
+
+/// A moderated message as `stoa tail` shows it: JSON gains `"event": "replaced"`.
+pub fn replaced(m: &Message, as_json: bool) -> String {
+    if as_json {
+        let mut v: serde_json::Value = serde_json::from_str(&message_json(m)).unwrap_or_default();
+        v["event"] = "replaced".into();
+        v.to_string()
+    } else {
+        format!("moderated: {}", message_human(m))
+    }
 }
 
 pub fn message(m: &Message, as_json: bool) -> String {
@@ -202,6 +285,8 @@ mod tests {
             text: "hello \"world\"".into(),
             ts_ms: 1_700_000_000_123,
             alert,
+            moderated: None,
+            file: None,
         }
     }
 
@@ -222,7 +307,7 @@ mod tests {
         let line = message_json(&sample(true));
         assert_eq!(
             line,
-            r#"{"room":"dev","seq":42,"author":"ann","text":"hello \"world\"","ts_ms":1700000000123,"alert":true}"#
+            r#"{"room":"dev","seq":42,"author":"ann","text":"hello \"world\"","ts_ms":1700000000123,"alert":true,"moderated":null,"file":null}"#
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["seq"], 42);

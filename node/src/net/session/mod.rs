@@ -46,6 +46,9 @@ pub(crate) struct Session {
     /// Subscribed rooms: name → room id.
     rooms: Mutex<HashMap<String, u64>>,
     rate: Mutex<RateLimit>,
+    /// File uploads in progress, by the id this session gave them.
+    uploads: Mutex<HashMap<u64, ops::Upload>>,
+    next_upload: std::sync::atomic::AtomicU64,
 }
 
 /// Serve a client connection until it closes.
@@ -138,6 +141,8 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
         user,
         out,
         rooms: Mutex::default(),
+        uploads: Mutex::default(),
+        next_upload: std::sync::atomic::AtomicU64::new(1),
     });
     let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max));
     // No timeout on reading frames: a client that only listens sends nothing for as long as it

@@ -23,7 +23,7 @@ fn done(o: MetaOutcome) -> Response {
     }
 }
 
-fn require_admin(s: &Session, what: &str) -> Result<(), ApiError> {
+pub(super) fn require_admin(s: &Session, what: &str) -> Result<(), ApiError> {
     if s.user_record()?.admin {
         Ok(())
     } else {

@@ -50,6 +50,7 @@ pub(super) async fn post(s: &Session, p: Post) -> Result<Response, ApiError> {
             text: p.text,
             alert: p.alert,
             ts_ms: now_ms(),
+            file: None,
         })
         .await?;
     Ok(Response::Posted {

@@ -4,11 +4,16 @@
 //! - `messages`: post, join, history, subscribe.
 //! - `directory`: users, categories, rooms and roles, groups, policy, settings, add-ins.
 //! - `personal`: invitations, followed rooms, read markers.
+//! - `moderation`: removing and replacing messages, clearing history (administrators).
+//! - `files`: upload and download.
 
 mod directory;
+mod files;
 mod messages;
+mod moderation;
 mod personal;
 
+pub(super) use files::Upload;
 pub use messages::{new_token, now_ms};
 
 use super::{Session, DIRECTORY_LAG_WAIT};
@@ -75,6 +80,20 @@ pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiErr
         Request::Follow { room, follow } => personal::follow(s, room, follow).await,
         Request::Followed => personal::followed(s),
         Request::MarkRead { room, seq } => personal::mark_read(s, room, seq).await,
+        Request::Moderate(op) => moderation::moderate(s, op).await,
+        Request::UploadBegin(b) => files::begin(s, b).await,
+        Request::UploadChunk {
+            upload,
+            offset,
+            data,
+        } => files::chunk(s, upload, offset, data).await,
+        Request::UploadCommit { upload } => files::commit(s, upload).await,
+        Request::Download {
+            room,
+            file_id,
+            offset,
+            limit,
+        } => files::download(s, &room, file_id, offset, limit).await,
     }
 }
 

@@ -1,0 +1,310 @@
+//! Moderation and files as a shard's state machine applies them, entry by entry and within one
+//! applied batch.
+
+use super::sm::{Applied, ShardView, StateMachine};
+use super::Store;
+use crate::domain::shard::{FileChunk, ProposedPost};
+use crate::raft::{Command, CommandResult, Entry, GroupId, LogId, Moderate};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload};
+use std::sync::Arc;
+use stoa_proto::{
+    ErrorCode, FileRef, KeywordMatch, Message, MessageFilter, Moderation, ModerationAction, Seq,
+    DEFAULT_REPLACEMENT,
+};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+const ROOM: u64 = 9;
+
+struct Shard {
+    _dir: TempDir,
+    store: Arc<Store>,
+    sm: StateMachine,
+    view: ShardView,
+    applied: mpsc::Receiver<Vec<Applied>>,
+    index: u64,
+}
+
+impl Shard {
+    async fn new() -> Shard {
+        let dir = TempDir::new().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, applied) = mpsc::channel(64);
+        let (sm, view) = StateMachine::open_shard(store.clone(), GroupId(1), Some(tx))
+            .await
+            .unwrap();
+        Shard {
+            _dir: dir,
+            store,
+            sm,
+            view,
+            applied,
+            index: 0,
+        }
+    }
+
+    /// Apply commands as one batch of entries; answers their results.
+    async fn apply(&mut self, cmds: Vec<Command>) -> Vec<CommandResult> {
+        let entries: Vec<Entry> = cmds
+            .into_iter()
+            .map(|c| {
+                self.index += 1;
+                Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+                    payload: EntryPayload::Normal(c),
+                }
+            })
+            .collect();
+        self.sm.apply(entries).await.unwrap()
+    }
+
+    async fn messages(&self) -> Vec<Message> {
+        self.view
+            .read(ROOM, "r".into(), Seq::ZERO, Seq(u64::MAX), 100, false)
+            .await
+            .unwrap()
+    }
+
+    fn events(&mut self) -> Vec<Applied> {
+        let mut out = Vec::new();
+        while let Ok(batch) = self.applied.try_recv() {
+            out.extend(batch);
+        }
+        out
+    }
+}
+
+fn post(cid: &str, author: &str, text: &str, ts_ms: u64) -> ProposedPost {
+    ProposedPost {
+        room_id: ROOM,
+        room: "r".into(),
+        author: author.into(),
+        client_msg_id: cid.into(),
+        text: text.into(),
+        alert: false,
+        ts_ms,
+        file: None,
+    }
+}
+
+fn moderate(filter: MessageFilter, action: ModerationAction) -> Command {
+    Command::Moderate(Moderate {
+        room_id: Some(ROOM),
+        filter,
+        action,
+    })
+}
+
+fn keywords(words: &[&str], matching: KeywordMatch) -> MessageFilter {
+    MessageFilter {
+        room: Some("r".into()),
+        keywords: words.iter().map(|w| w.to_string()).collect(),
+        matching,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn moderation_in_the_same_batch_as_the_posts_sees_them_and_keeps_their_places() {
+    let mut shard = Shard::new().await;
+    let results = shard
+        .apply(vec![
+            Command::Posts(vec![
+                post("a", "ann", "the launch is on Friday", 1),
+                post("b", "bob", "LAUNCH codes are 1234", 2),
+            ]),
+            moderate(
+                keywords(&["launch", "codes"], KeywordMatch::All),
+                ModerationAction::Replace { text: None },
+            ),
+            Command::Posts(vec![post("c", "ann", "launch codes again", 3)]),
+        ])
+        .await;
+    assert_eq!(results[1], CommandResult::Moderated(Ok(1)));
+    let texts: Vec<(u64, String, Option<Moderation>)> = shard
+        .messages()
+        .await
+        .into_iter()
+        .map(|m| (m.seq.0, m.text, m.moderated))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (1, "the launch is on Friday".into(), None),
+            (2, DEFAULT_REPLACEMENT.into(), Some(Moderation::Replaced)),
+            // Posted after the moderation: not touched by it.
+            (3, "launch codes again".into(), None),
+        ]
+    );
+    // Live delivery gets the replacement in log order, between the posts around it.
+    let kinds: Vec<String> = shard
+        .events()
+        .iter()
+        .map(|e| match e {
+            Applied::Posted(_, m) => format!("post {}", m.seq),
+            Applied::Replaced(_, ms) => format!("replace {}", ms[0].seq),
+        })
+        .collect();
+    assert_eq!(kinds, ["post 1", "post 2", "replace 2", "post 3"]);
+}
+
+#[tokio::test]
+async fn removal_by_author_and_time_leaves_tombstones_and_keeps_the_first_original() {
+    let mut shard = Shard::new().await;
+    shard
+        .apply(vec![Command::Posts(vec![
+            post("a", "ann", "one", 10),
+            post("b", "bob", "two", 20),
+            post("c", "bob", "three", 30),
+        ])])
+        .await;
+    let by_bob_early = MessageFilter {
+        room: Some("r".into()),
+        author: Some("bob".into()),
+        to_ms: Some(25),
+        ..Default::default()
+    };
+    let replace = ModerationAction::Replace {
+        text: Some("[gone]".into()),
+    };
+    assert_eq!(
+        shard
+            .apply(vec![moderate(by_bob_early.clone(), replace)])
+            .await,
+        vec![CommandResult::Moderated(Ok(1))]
+    );
+    assert_eq!(
+        shard
+            .apply(vec![moderate(by_bob_early, ModerationAction::Remove)])
+            .await,
+        vec![CommandResult::Moderated(Ok(1))]
+    );
+    let msgs = shard.messages().await;
+    assert_eq!(msgs.len(), 3, "no hole: {msgs:?}");
+    assert_eq!(msgs[1].moderated, Some(Moderation::Removed));
+    assert_eq!(msgs[1].text, "");
+    assert_eq!(msgs[1].author, "bob");
+    assert_eq!(msgs[2].text, "three");
+    // The original text stays on disk for compliance, not the intermediate replacement.
+    let original = shard
+        .store
+        .sm
+        .get(super::keys::original(GroupId(1), ROOM, 2))
+        .unwrap()
+        .expect("original kept");
+    let original: crate::domain::shard::StoredMessage = stoa_proto::decode(&original).unwrap();
+    assert_eq!(original.text, "two");
+    // Removing again selects nothing.
+    let clear = MessageFilter {
+        room: Some("r".into()),
+        to_ms: Some(20),
+        ..Default::default()
+    };
+    assert_eq!(
+        shard
+            .apply(vec![moderate(clear, ModerationAction::Remove)])
+            .await,
+        vec![CommandResult::Moderated(Ok(1))],
+        "only #1 is left to clear"
+    );
+}
+
+fn chunk(file_id: &str, index: u32, data: &'static [u8]) -> Command {
+    Command::FileChunk(FileChunk {
+        room_id: ROOM,
+        file_id: file_id.into(),
+        index,
+        data: bytes::Bytes::from_static(data),
+    })
+}
+
+fn file_post(cid: &str, file_id: &str, size: u64) -> Command {
+    let mut p = post(cid, "ann", "see attached", 5);
+    p.file = Some(FileRef {
+        id: file_id.into(),
+        name: "notes.txt".into(),
+        size,
+        sha256: "00".repeat(32),
+    });
+    Command::Posts(vec![p])
+}
+
+#[tokio::test]
+async fn a_file_is_posted_once_its_chunks_are_stored_even_in_the_same_batch() {
+    let mut shard = Shard::new().await;
+    let results = shard
+        .apply(vec![
+            chunk("f1", 0, b"hello "),
+            chunk("f1", 1, b"world"),
+            file_post("p1", "f1", 11),
+            // A late retry of a chunk must not change the posted bytes.
+            chunk("f1", 1, b"WORLD"),
+        ])
+        .await;
+    assert!(matches!(&results[2], CommandResult::Posts(r) if r[0].is_ok()));
+    assert!(
+        matches!(&results[3], CommandResult::FileChunk(Err(e)) if e.code == ErrorCode::AlreadyExists)
+    );
+    let (record, message) = shard
+        .view
+        .file(ROOM, "r".into(), "f1".into())
+        .await
+        .unwrap()
+        .expect("file recorded");
+    assert_eq!((record.seq, message.seq), (Seq(1), Seq(1)));
+    assert_eq!(message.file.as_ref().map(|f| f.size), Some(11));
+    let all = shard
+        .view
+        .read_file(ROOM, "f1".into(), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(all, b"hello world");
+    let middle = shard.view.read_file(ROOM, "f1".into(), 4, 4).await.unwrap();
+    assert_eq!(middle, b"o wo");
+    let tail = shard
+        .view
+        .read_file(ROOM, "f1".into(), 9, 100)
+        .await
+        .unwrap();
+    assert_eq!(tail, b"ld");
+}
+
+#[tokio::test]
+async fn a_file_post_with_missing_chunks_is_refused() {
+    let mut shard = Shard::new().await;
+    let results = shard
+        .apply(vec![chunk("f2", 0, b"abc"), file_post("p2", "f2", 6)])
+        .await;
+    assert!(
+        matches!(&results[1], CommandResult::Posts(r) if matches!(&r[0], Err(e) if e.code == ErrorCode::Invalid))
+    );
+    assert!(shard.messages().await.is_empty());
+    assert!(shard
+        .view
+        .file(ROOM, "r".into(), "f2".into())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_data_directory_of_another_storage_format_is_refused() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.log.insert(b"x", b"y").unwrap();
+        store.log.flush().unwrap();
+    }
+    // Reopening our own format works.
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.remove(super::FORMAT_KEY).unwrap();
+        db.flush().unwrap();
+    }
+    match Store::open(dir.path()) {
+        Err(super::StoreError::Format { found: 1, .. }) => {}
+        other => panic!("expected a format error, got {:?}", other.map(|_| ())),
+    }
+}
