@@ -4,4 +4,5 @@
 mod t10_basic;
 mod t20_lifecycle;
 mod t30_access;
+mod t40_content;
 mod t50_faults;

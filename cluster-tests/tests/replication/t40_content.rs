@@ -1,0 +1,277 @@
+//! Moderation and files on 3 nodes: what one node accepts, every node shows.
+
+use bytes::Bytes;
+use cluster_tests::{init_tracing, TestCluster};
+use std::time::Duration;
+use stoa_client::{Client, ClientConfig, ErrorCode, Seq};
+use stoa_proto::{
+    CategorySpec, Invitations, KeywordMatch, MessageFilter, MessageQuery, ModerateOp, Moderation,
+    ModerationAction, Principal, Privacy, RoomSpec, RoomType, SettingsChange, DEFAULT_REPLACEMENT,
+};
+use tracing::info;
+
+async fn user(tc: &TestCluster, name: &str, node: usize) -> Client {
+    let token = tc
+        .client(0)
+        .await
+        .create_user(name, false)
+        .await
+        .expect("create user");
+    let cfg =
+        ClientConfig::from_files(vec![tc.addr(node)], token, tc.cluster.ca_pem_path()).expect("ca");
+    Client::connect(cfg).await.expect("connect")
+}
+
+async fn category_and_room(admin: &Client, category: &str, room: &str, file_upload: bool) {
+    admin
+        .category_create(CategorySpec {
+            name: category.into(),
+            description: String::new(),
+            allowed: vec![Principal::Everyone],
+            denied: vec![],
+            creators: vec![],
+            file_upload,
+            invitations: true,
+            chat_history: true,
+        })
+        .await
+        .expect("category");
+    admin
+        .room_create(RoomSpec {
+            name: room.into(),
+            category: category.into(),
+            description: String::new(),
+            privacy: Privacy::Open,
+            room_type: RoomType::Normal,
+            invitations: Invitations::Inherit,
+            addin: None,
+        })
+        .await
+        .expect("room");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t40_moderation_reaches_live_clients_history_and_search_on_every_node() {
+    init_tracing();
+    let tc = TestCluster::start(3).await;
+    let admin = tc.client(0).await;
+    category_and_room(&admin, "talk", "town", false).await;
+    let ann = user(&tc, "ann", 1).await;
+    let bob = user(&tc, "bob", 2).await;
+    let mut bob_events = bob.events().expect("events");
+    bob.subscribe("town", None).await.expect("subscribe");
+    for (i, text) in [
+        "good morning",
+        "the secret code is 4711",
+        "lunch at noon",
+        "SECRET plans attached",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ann.post_with_id("town", text, &format!("m{i}"), false)
+            .await
+            .expect("post");
+    }
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(10), bob_events.next())
+            .await
+            .expect("delivered")
+            .expect("open");
+    }
+
+    info!("--- authors cannot moderate");
+    let refused = ann
+        .moderate(ModerateOp::Messages {
+            filter: MessageFilter {
+                room: Some("town".into()),
+                ..Default::default()
+            },
+            action: ModerationAction::Remove,
+        })
+        .await
+        .expect_err("ann is no administrator");
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+
+    info!("--- the administrator replaces every message with 'secret', through node 1");
+    let n = admin
+        .moderate(ModerateOp::Messages {
+            filter: MessageFilter {
+                room: Some("town".into()),
+                keywords: vec!["secret".into()],
+                matching: KeywordMatch::Any,
+                ..Default::default()
+            },
+            action: ModerationAction::Replace { text: None },
+        })
+        .await
+        .expect("moderate");
+    assert_eq!(n, 2);
+
+    info!("--- bob, live on node 3, is told");
+    let mut replaced = Vec::new();
+    for _ in 0..100 {
+        replaced.extend(bob.replaced());
+        if replaced.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seqs: Vec<u64> = replaced.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, [2, 4]);
+    assert!(replaced
+        .iter()
+        .all(|m| m.text == DEFAULT_REPLACEMENT && m.moderated == Some(Moderation::Replaced)));
+
+    info!("--- every node's history shows the replacements in place, and search forgets the words");
+    for node in 0..3 {
+        let reader = tc.client(node).await;
+        let expected = [
+            "good morning",
+            DEFAULT_REPLACEMENT,
+            "lunch at noon",
+            DEFAULT_REPLACEMENT,
+        ];
+        // A follower applies the moderation a moment after the leader answered.
+        let mut texts = Vec::new();
+        for _ in 0..100 {
+            let (messages, last) = reader
+                .history("town", None, None, 10)
+                .await
+                .expect("history");
+            assert_eq!(last, Seq(4));
+            texts = messages.into_iter().map(|m| m.text).collect::<Vec<_>>();
+            if texts == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(texts, expected, "node {node}");
+        let found = reader
+            .search_messages(MessageQuery {
+                text: "secret".into(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("search");
+        assert!(found.is_empty(), "node {node} still finds {found:?}");
+        reader.close().await;
+    }
+
+    info!("--- clearing the history through now removes everything, keeping the seqs");
+    let through_ms = stoa_node::net::session::now_ms();
+    let n = admin
+        .moderate(ModerateOp::ClearHistory {
+            room: "town".into(),
+            through_ms,
+        })
+        .await
+        .expect("clear");
+    assert_eq!(n, 4);
+    let (messages, _) = admin
+        .history("town", None, None, 10)
+        .await
+        .expect("history");
+    assert_eq!(messages.len(), 4);
+    assert!(messages
+        .iter()
+        .all(|m| m.moderated == Some(Moderation::Removed) && m.text.is_empty()));
+    let posted = ann.post("town", "after the clear").await.expect("post");
+    assert_eq!(posted.seq, Seq(5), "the sequence goes on without a gap");
+    for c in [admin, ann, bob] {
+        c.close().await;
+    }
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t40_files_upload_on_one_node_and_download_checked_on_another() {
+    init_tracing();
+    let tc = TestCluster::start(3).await;
+    let admin = tc.client(0).await;
+    category_and_room(&admin, "docs", "library", true).await;
+    category_and_room(&admin, "plain", "chatter", false).await;
+    let ann = user(&tc, "ann", 0).await;
+    let bob = user(&tc, "bob", 2).await;
+
+    info!("--- a file of several chunks goes in through node 1");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let (posted, file) = ann
+        .upload(
+            "library",
+            "report.bin",
+            Bytes::from(data.clone()),
+            "Q3 report",
+        )
+        .await
+        .expect("upload");
+    assert_eq!(file.size, data.len() as u64);
+
+    info!("--- bob reads it through node 3: in history, and downloaded intact");
+    // Node 3 applies the post a moment after node 1 acknowledged it.
+    let mut found = None;
+    for _ in 0..100 {
+        let (messages, _) = bob
+            .history("library", None, None, 10)
+            .await
+            .expect("history");
+        found = messages.into_iter().find(|m| m.seq == posted.seq);
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = found.expect("the file post reaches node 3");
+    assert_eq!(m.text, "Q3 report");
+    assert_eq!(m.file.as_ref(), Some(&file));
+    let (got_file, got) = bob.download("library", &file.id).await.expect("download");
+    assert_eq!(got_file, file);
+    assert!(got == data, "downloaded bytes differ");
+
+    info!("--- refused before any byte: uploads off in the category, too large, unknown file");
+    let e = ann
+        .upload("chatter", "a.txt", Bytes::from_static(b"hi"), "")
+        .await
+        .expect_err("uploads are off");
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+    admin
+        .settings_set(SettingsChange {
+            max_file_size_kb: Some(100),
+            ..Default::default()
+        })
+        .await
+        .expect("settings");
+    let e = ann
+        .upload("library", "big.bin", Bytes::from(vec![0u8; 200 << 10]), "")
+        .await
+        .expect_err("over max_file_size_kb");
+    assert_eq!(e.code(), Some(ErrorCode::TooLarge));
+    let e = bob
+        .download("library", "no-such-file")
+        .await
+        .expect_err("unknown file");
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+
+    info!("--- a removed file cannot be downloaded any more");
+    admin
+        .moderate(ModerateOp::Messages {
+            filter: MessageFilter {
+                room: Some("library".into()),
+                author: Some("ann".into()),
+                ..Default::default()
+            },
+            action: ModerationAction::Remove,
+        })
+        .await
+        .expect("remove");
+    let e = bob
+        .download("library", &file.id)
+        .await
+        .expect_err("removed");
+    assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    for c in [admin, ann, bob] {
+        c.close().await;
+    }
+    tc.shutdown().await;
+}
