@@ -870,6 +870,115 @@ async fn an_administrator_sets_up_the_directory_and_users_live_in_it() {
         )
     );
 
+    info!("--- files: refused while eng forbids uploads, then dan uploads and bob downloads");
+    let files = tempfile::TempDir::new().unwrap();
+    let notes = files.path().join("notes.txt");
+    let content: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(&notes, &content).unwrap();
+    let upload = format!(
+        "file upload general {} --text 'meeting notes'",
+        notes.display()
+    );
+    s.refused(
+        &dan,
+        2,
+        &upload,
+        "error: forbidden: the category of \"general\" does not allow file uploads",
+    )
+    .await;
+    s.done(&admin, 0, "category update eng --file-upload true")
+        .await;
+    let up = s.one(&dan, 2, &upload).await;
+    assert_eq!(up["file"]["name"], "notes.txt");
+    assert_eq!(up["file"]["size"], json!(content.len()));
+    let file_id = up["file"]["id"].as_str().expect("a file id").to_string();
+    let copy = files.path().join("copy.txt");
+    let saved = s
+        .one(
+            &bob,
+            1,
+            &format!("file download general {file_id} -o {}", copy.display()),
+        )
+        .await;
+    assert_eq!(saved["file"]["id"], json!(file_id));
+    assert!(
+        std::fs::read(&copy).unwrap() == content,
+        "downloaded copy differs"
+    );
+    let history = s
+        .ok_when(&bob, 1, "history general --limit 1", |l| {
+            l.first().is_some_and(|m| m["file"]["id"] == json!(file_id))
+        })
+        .await;
+    assert_eq!(history[0]["text"], "meeting notes");
+    let settings = s.one(&admin, 0, "config set --max-file-size-kb 100").await;
+    assert_eq!(settings["max_file_size_kb"], 100);
+    s.refused(&dan, 2, &upload, "error: too_large: file of 300000 bytes")
+        .await;
+
+    info!("--- moderation: dan cannot; the administrator replaces a message, then clears the room");
+    let secret = s
+        .one(&dan, 2, "post general 'the password is hunter2'")
+        .await;
+    let secret_seq = secret["seq"].as_u64().expect("a seq");
+    s.refused(
+        &dan,
+        2,
+        "moderate remove --room general --author dan",
+        "error: forbidden: only administrators moderate messages",
+    )
+    .await;
+    s.refused(
+        &admin,
+        0,
+        "moderate remove",
+        "error: invalid: a moderation filter needs",
+    )
+    .await;
+    let replaced = s
+        .one(
+            &admin,
+            0,
+            "moderate replace --room general --keyword HUNTER2 --text '[redacted]'",
+        )
+        .await;
+    assert_eq!(replaced, json!({"replaced": 1}));
+    let seen = s
+        .ok_when(&bob, 1, "history general --limit 1", |l| {
+            l.first().is_some_and(|m| m["moderated"] == "replaced")
+        })
+        .await;
+    assert_eq!(
+        (&seen[0]["seq"], &seen[0]["text"], &seen[0]["author"]),
+        (&json!(secret_seq), &json!("[redacted]"), &json!("dan"))
+    );
+    s.ok_when(&bob, 1, "search messages hunter2", |l| l.is_empty())
+        .await;
+    let cleared = s
+        .one(&admin, 0, "moderate clear general --through 2100-01-01")
+        .await;
+    assert!(
+        cleared["removed"].as_u64().is_some_and(|n| n >= 3),
+        "{cleared}"
+    );
+    let all = s
+        .ok_when(&bob, 1, "history general --limit 100", |l| {
+            l.iter()
+                .all(|m| m["moderated"] == "removed" && m["text"] == "")
+        })
+        .await;
+    assert_eq!(all.last().unwrap()["seq"], json!(secret_seq));
+    s.refused(
+        &bob,
+        1,
+        &format!(
+            "file download general {file_id} -o {}",
+            files.path().join("again").display()
+        ),
+        "error: not_found: ",
+    )
+    .await;
+
     tc.shutdown().await;
 }
 
