@@ -47,6 +47,15 @@ impl Proposals {
         group: GroupId,
         cmd: Command,
     ) -> Result<CommandResult, ApiError> {
+        self.propose_and_see_at(group, cmd).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Proposals::propose_and_see`]; also answers the log index the command took.
+    pub async fn propose_and_see_at(
+        &self,
+        group: GroupId,
+        cmd: Command,
+    ) -> Result<(CommandResult, u64), ApiError> {
         let (result, index) = self.propose_at(group, cmd).await?;
         let raft = &self.rafts[group.0 as usize];
         let waited = raft
@@ -56,7 +65,7 @@ impl Proposals {
         if let Err(e) = waited {
             tracing::warn!(%group, index, error = %e, "committed, but not applied here in time");
         }
-        Ok(result)
+        Ok((result, index))
     }
 
     /// Commit `cmd`; answers what applying it said and the log index it was committed at.

@@ -463,6 +463,7 @@ mod tests {
             alert: false,
             ts_ms,
             file: None,
+            checked_at: 0,
         }
     }
 
@@ -746,6 +747,7 @@ mod w5 {
                         alert: false,
                         ts_ms: 1_700_000_000_000 + n,
                         file: None,
+                        checked_at: 0,
                     }
                 })
                 .collect();

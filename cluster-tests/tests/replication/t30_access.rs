@@ -215,3 +215,77 @@ async fn t30_invitations_followed_rooms_and_message_search() {
     assert_eq!(e.code(), Some(ErrorCode::NotFound));
     tc.shutdown().await;
 }
+
+/// DESIGN §2.4: a post whose right was checked against the directory before a revocation is never
+/// applied after the revocation was acknowledged, on any replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30_a_post_checked_before_a_revocation_is_sent_back_after_it() {
+    use stoa_node::domain::shard::ProposedPost;
+    use stoa_proto::{Privacy, Role, RoomChange};
+    init_tracing();
+    let tc = TestCluster::start(3).await;
+    let admin = tc.client(0).await;
+    let token = admin.create_user("ann", false).await.expect("ann");
+    admin
+        .room_update(
+            ROOM,
+            RoomChange {
+                privacy: Some(Privacy::Closed),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("close the room");
+    admin
+        .room_role(ROOM, Role::Member, "ann", true)
+        .await
+        .expect("ann is a member");
+    let cfg =
+        stoa_client::ClientConfig::from_files(vec![tc.addr(1)], token, tc.cluster.ca_pem_path())
+            .expect("ca");
+    let ann = stoa_client::Client::connect(cfg).await.expect("connect");
+    ann.post_with_id(ROOM, "while a member", "p1", false)
+        .await
+        .expect("a member posts");
+
+    info!("--- a post checked now, while ann is a member, is held back until after her removal");
+    let node = tc.cluster.node(1);
+    let checked_at = node.ctx.meta.applied_index();
+    let (room_id, shard) = node
+        .ctx
+        .meta
+        .read(|m| m.room(ROOM).map(|r| (r.id, r.shard)))
+        .expect("room");
+    admin
+        .room_role(ROOM, Role::Member, "ann", false)
+        .await
+        .expect("ann removed");
+    let stale = ProposedPost {
+        room_id,
+        room: ROOM.into(),
+        author: "ann".into(),
+        client_msg_id: "p2".into(),
+        text: "checked before the removal".into(),
+        alert: false,
+        ts_ms: stoa_node::net::session::now_ms(),
+        file: None,
+        checked_at,
+    };
+    let refused = node.ctx.proposers[shard as usize - 1]
+        .post(stale)
+        .await
+        .expect_err("sent back by the shard");
+    assert_eq!(refused.code, ErrorCode::Unavailable, "{refused}");
+
+    info!("--- sent again through the SDK, it is checked afresh and refused for good");
+    let e = ann
+        .post_with_id(ROOM, "checked before the removal", "p2", false)
+        .await
+        .expect_err("no longer a member");
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+    let (messages, last) = admin.history(ROOM, None, None, 10).await.expect("history");
+    assert_eq!(last, stoa_proto::Seq(1), "{messages:?}");
+    ann.close().await;
+    admin.close().await;
+    tc.shutdown().await;
+}

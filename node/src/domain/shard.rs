@@ -19,6 +19,9 @@ pub struct ProposedPost {
     pub ts_ms: u64,
     /// A file whose chunks were replicated before this post (see [`FileChunk`]).
     pub file: Option<FileRef>,
+    /// The meta log index of the directory the proposing node checked the author's right to post
+    /// against (a lower bound). See [`decide_post`].
+    pub checked_at: u64,
 }
 
 /// Part of a file's content, replicated ahead of the post that shows the file.
@@ -89,17 +92,36 @@ pub enum PostDecision {
     Refuse(ApiError),
 }
 
-/// Decide one post. `head` is the room's current head (none before its first message);
-/// `earlier` is the outcome recorded for the same client message id, if any; `file_bytes` is how
-/// many bytes of the post's file (if it has one) the shard holds.
-pub fn decide_post(
-    head: Option<&RoomHead>,
-    earlier: Option<PostOutcome>,
-    post: &ProposedPost,
-    file_bytes: u64,
-) -> PostDecision {
-    if let Some(outcome) = earlier {
+/// What a shard knows when it decides a post, besides the post.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PostContext<'a> {
+    /// The room's current head (none before its first message).
+    pub head: Option<&'a RoomHead>,
+    /// The outcome recorded for the same (room, author, client message id), if any.
+    pub earlier: Option<PostOutcome>,
+    /// Bytes of the post's file (if it has one) the shard holds.
+    pub file_bytes: u64,
+    /// The meta index of the last directory change that may have revoked a right, as fenced into
+    /// this shard's log.
+    pub fence: u64,
+}
+
+/// Decide one post.
+///
+/// The right to post is checked by the proposing node against its replica of the directory, at
+/// meta index `post.checked_at`. A directory change that may revoke rights is fenced into every
+/// shard's log before it is acknowledged, so a post checked before that change and applied after
+/// the fence is sent back to be checked again (`Unavailable`, which clients retry with the same
+/// client message id); every replica refuses it alike, and no post slips past a revocation.
+pub fn decide_post(ctx: PostContext<'_>, post: &ProposedPost) -> PostDecision {
+    if let Some(outcome) = ctx.earlier {
         return PostDecision::Duplicate(outcome);
+    }
+    if post.checked_at < ctx.fence {
+        return PostDecision::Refuse(ApiError::new(
+            ErrorCode::Unavailable,
+            "the directory changed while this post was on its way; send it again",
+        ));
     }
     if post.text.len() > TEXT_BYTES_MAX {
         return PostDecision::Refuse(ApiError::new(
@@ -114,17 +136,17 @@ pub fn decide_post(
         ));
     }
     if let Some(f) = &post.file {
-        if f.size != file_bytes {
+        if f.size != ctx.file_bytes {
             return PostDecision::Refuse(ApiError::new(
                 ErrorCode::Invalid,
                 format!(
-                    "file {:?} has {file_bytes} of its {} bytes stored",
-                    f.name, f.size
+                    "file {:?} has {} of its {} bytes stored",
+                    f.name, ctx.file_bytes, f.size
                 ),
             ));
         }
     }
-    let last = head.map_or(Seq::ZERO, |h| h.last_seq);
+    let last = ctx.head.map_or(Seq::ZERO, |h| h.last_seq);
     PostDecision::Append {
         outcome: PostOutcome {
             seq: last.next(),
@@ -155,12 +177,20 @@ mod tests {
             alert: false,
             ts_ms: 42,
             file: None,
+            checked_at: 10,
+        }
+    }
+
+    fn at(head: Option<&RoomHead>) -> PostContext<'_> {
+        PostContext {
+            head,
+            ..Default::default()
         }
     }
 
     #[test]
     fn first_post_gets_seq_one_and_next_follows_head() {
-        let d = decide_post(None, None, &post("a", "hi"), 0);
+        let d = decide_post(at(None), &post("a", "hi"));
         let PostDecision::Append { outcome, message } = d else {
             panic!("{d:?}")
         };
@@ -176,7 +206,7 @@ mod tests {
             name: "lobby".into(),
             last_seq: Seq(41),
         };
-        let d = decide_post(Some(&head), None, &post("b", "x"), 0);
+        let d = decide_post(at(Some(&head)), &post("b", "x"));
         assert!(matches!(
             d,
             PostDecision::Append {
@@ -197,7 +227,13 @@ mod tests {
             last_seq: Seq(9),
         };
         assert_eq!(
-            decide_post(Some(&head), Some(earlier), &post("a", "hi"), 0),
+            decide_post(
+                PostContext {
+                    earlier: Some(earlier),
+                    ..at(Some(&head))
+                },
+                &post("a", "hi")
+            ),
             PostDecision::Duplicate(earlier)
         );
     }
@@ -212,22 +248,58 @@ mod tests {
             sha256: "00".into(),
         });
         assert!(
-            matches!(decide_post(None, None, &p, 9), PostDecision::Refuse(e) if e.code == ErrorCode::Invalid)
+            matches!(decide_post(PostContext { file_bytes: 9, ..at(None) }, &p), PostDecision::Refuse(e) if e.code == ErrorCode::Invalid)
         );
-        let PostDecision::Append { message, .. } = decide_post(None, None, &p, 10) else {
+        let PostDecision::Append { message, .. } = decide_post(
+            PostContext {
+                file_bytes: 10,
+                ..at(None)
+            },
+            &p,
+        ) else {
             panic!("a complete file is posted")
         };
         assert_eq!(message.file, p.file);
     }
 
     #[test]
+    fn a_post_checked_before_a_fenced_revocation_is_sent_back_but_a_retry_is_answered() {
+        let p = post("a", "hi"); // checked at meta index 10
+        let fenced = |fence| PostContext { fence, ..at(None) };
+        assert!(matches!(
+            decide_post(fenced(10), &p),
+            PostDecision::Append { .. }
+        ));
+        let d = decide_post(fenced(11), &p);
+        assert!(
+            matches!(&d, PostDecision::Refuse(e) if e.code == ErrorCode::Unavailable && e.code.is_retryable()),
+            "{d:?}"
+        );
+        // A post applied before the fence keeps its outcome when sent again.
+        let earlier = PostOutcome {
+            seq: Seq(3),
+            ts_ms: 1,
+        };
+        assert_eq!(
+            decide_post(
+                PostContext {
+                    earlier: Some(earlier),
+                    ..fenced(11)
+                },
+                &p
+            ),
+            PostDecision::Duplicate(earlier)
+        );
+    }
+
+    #[test]
     fn oversized_or_anonymous_posts_are_refused() {
         let big = post("a", &"x".repeat(TEXT_BYTES_MAX + 1));
         assert!(
-            matches!(decide_post(None, None, &big, 0), PostDecision::Refuse(e) if e.code == ErrorCode::TooLarge)
+            matches!(decide_post(at(None), &big), PostDecision::Refuse(e) if e.code == ErrorCode::TooLarge)
         );
         assert!(
-            matches!(decide_post(None, None, &post("", "x"), 0), PostDecision::Refuse(e) if e.code == ErrorCode::Invalid)
+            matches!(decide_post(at(None), &post("", "x")), PostDecision::Refuse(e) if e.code == ErrorCode::Invalid)
         );
     }
 }

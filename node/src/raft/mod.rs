@@ -42,6 +42,9 @@ pub enum Command {
     Moderate(Moderate),
     /// Part of a file, stored ahead of the post that shows it.
     FileChunk(FileChunk),
+    /// A directory change at `meta_index` may have revoked rights: posts checked against an
+    /// older directory are sent back (see `shard::decide_post`).
+    Fence { meta_index: u64 },
 }
 
 /// A moderation as the shard applies it: the room is resolved to its id by the proposing node.

@@ -85,6 +85,7 @@ fn post(cid: &str, author: &str, text: &str, ts_ms: u64) -> ProposedPost {
         alert: false,
         ts_ms,
         file: None,
+        checked_at: 0,
     }
 }
 
@@ -307,4 +308,47 @@ async fn a_data_directory_of_another_storage_format_is_refused() {
         Err(super::StoreError::Format { found: 1, .. }) => {}
         other => panic!("expected a format error, got {:?}", other.map(|_| ())),
     }
+}
+
+#[tokio::test]
+async fn a_fence_sends_back_posts_checked_against_an_older_directory_and_survives_a_reopen() {
+    let mut shard = Shard::new().await;
+    let checked = |cid: &str, at: u64| {
+        let mut p = post(cid, "ann", "hi", 1);
+        p.checked_at = at;
+        p
+    };
+    let results = shard
+        .apply(vec![
+            Command::Posts(vec![checked("a", 4)]),
+            Command::Fence { meta_index: 5 },
+            // In the same batch as the fence: already sent back.
+            Command::Posts(vec![checked("b", 4), checked("c", 5)]),
+            // A fence never moves back.
+            Command::Fence { meta_index: 3 },
+        ])
+        .await;
+    let CommandResult::Posts(r) = &results[2] else {
+        panic!("{results:?}")
+    };
+    assert!(matches!(&r[0], Err(e) if e.code == ErrorCode::Unavailable));
+    assert!(r[1].is_ok());
+    assert!(matches!(&results[0], CommandResult::Posts(r) if r[0].is_ok()));
+
+    let (store, dir) = (shard.store.clone(), shard._dir);
+    drop((shard.sm, shard.view));
+    let (mut sm, _view) = StateMachine::open_shard(store, GroupId(1), None)
+        .await
+        .unwrap();
+    let entry = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), 10),
+        payload: EntryPayload::Normal(Command::Posts(vec![checked("d", 4), checked("e", 6)])),
+    };
+    let results = sm.apply(vec![entry]).await.unwrap();
+    let CommandResult::Posts(r) = &results[0] else {
+        panic!("{results:?}")
+    };
+    assert!(matches!(&r[0], Err(e) if e.code == ErrorCode::Unavailable));
+    assert!(r[1].is_ok());
+    drop(dir);
 }

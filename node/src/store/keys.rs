@@ -43,6 +43,8 @@ pub const ORIGINAL: u8 = 5;
 /// A posted file's record, and its chunks.
 pub const FILE: u8 = 6;
 pub const FILE_CHUNK: u8 = 7;
+/// The meta index of the last directory change that may have revoked rights (shards).
+pub const FENCE: u8 = 8;
 
 pub fn sm_tag(g: GroupId, tag: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);

@@ -7,8 +7,8 @@ use super::{blocking, decode_stored, encode_stored, keys, read_err, write_err, S
 use crate::domain::meta::MetaState;
 use crate::domain::moderation;
 use crate::domain::shard::{
-    decide_post, FileChunk, FileRecord, PostDecision, PostOutcome, ProposedPost, RoomHead,
-    StoredMessage,
+    decide_post, FileChunk, FileRecord, PostContext, PostDecision, PostOutcome, ProposedPost,
+    RoomHead, StoredMessage,
 };
 use crate::raft::{
     Command, CommandResult, Entry, GroupId, LogId, Moderate, Snapshot, SnapshotMeta, StorageError,
@@ -19,6 +19,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use stoa_proto::{ApiError, ErrorCode, Message, Seq};
 use tokio::sync::{mpsc, watch};
@@ -42,13 +43,15 @@ struct Segment {
     dedup: HashMap<Vec<u8>, PostOutcome>,
     chunks: usize,
     moderated: bool,
+    /// A fence raised in this segment, not yet published.
+    fence: Option<u64>,
     events: Vec<Applied>,
 }
 
 impl Segment {
     /// Whether the segment holds writes a stored-content read must see first.
     fn is_empty(&self) -> bool {
-        self.heads.is_empty() && self.chunks == 0 && !self.moderated
+        self.heads.is_empty() && self.chunks == 0 && !self.moderated && self.fence.is_none()
     }
 }
 
@@ -79,9 +82,18 @@ struct StoredSnapshot {
 pub struct MetaView {
     state: Arc<RwLock<MetaState>>,
     changes: watch::Sender<u64>,
+    /// The log index the published state includes, stored after the state is published: read
+    /// before a check, it is a lower bound of the directory version the check saw.
+    index: Arc<AtomicU64>,
 }
 
 impl MetaView {
+    /// The meta log index this replica's directory has reached (a lower bound for any read
+    /// that follows).
+    pub fn applied_index(&self) -> u64 {
+        self.index.load(Ordering::Acquire)
+    }
+
     pub fn read<T>(&self, f: impl FnOnce(&MetaState) -> T) -> T {
         f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
     }
@@ -118,6 +130,8 @@ pub struct ShardView {
     store: Arc<Store>,
     group: GroupId,
     heads: Arc<RwLock<HashMap<u64, RoomHead>>>,
+    /// See `Command::Fence`.
+    fence: Arc<AtomicU64>,
 }
 
 impl ShardView {
@@ -267,6 +281,7 @@ impl StateMachine {
         let view = MetaView {
             state: Default::default(),
             changes: watch::channel(0).0,
+            index: Default::default(),
         };
         let sm = Self::open(store, GroupId::META, Kind::Meta(view.clone())).await?;
         Ok((sm, view))
@@ -281,6 +296,7 @@ impl StateMachine {
             store: store.clone(),
             group,
             heads: Default::default(),
+            fence: Default::default(),
         };
         let sm = Self::open(
             store,
@@ -321,6 +337,7 @@ impl Inner {
             Some(v) => decode_stored(&applied_key, &v)?,
             None => AppliedState::default(),
         };
+        let applied_index = applied.last_applied.map_or(0, |l| l.index);
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
         match &self.kind {
             Kind::Meta(view) => {
@@ -330,6 +347,7 @@ impl Inner {
                     None => MetaState::default(),
                 };
                 *view.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+                view.index.store(applied_index, Ordering::Release);
                 view.changes.send_modify(|v| *v += 1);
             }
             Kind::Shard { view, .. } => {
@@ -349,6 +367,12 @@ impl Inner {
                     heads.insert(room, decode_stored(&k, &v)?);
                 }
                 *view.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
+                let key = keys::sm_tag(self.group, keys::FENCE);
+                let fence: u64 = match self.store.sm.get(&key).map_err(read_err)? {
+                    Some(v) => decode_stored(&key, &v)?,
+                    None => 0,
+                };
+                view.fence.store(fence, Ordering::Release);
             }
         }
         Ok(())
@@ -401,6 +425,20 @@ impl Inner {
                     Some(_) => CommandResult::FileChunk(self.store_chunk(&mut seg, c)?),
                     None => CommandResult::FileChunk(Err(wrong_group(self.group))),
                 },
+                EntryPayload::Normal(Command::Fence { meta_index }) => {
+                    if let Some(view) = self.shard_view() {
+                        let current = seg
+                            .fence
+                            .unwrap_or_else(|| view.fence.load(Ordering::Acquire));
+                        let fence = current.max(meta_index);
+                        seg.batch.insert(
+                            keys::sm_tag(self.group, keys::FENCE),
+                            encode_stored(&fence)?,
+                        );
+                        seg.fence = Some(fence);
+                    }
+                    CommandResult::None
+                }
             };
             results.push(result);
         }
@@ -445,7 +483,15 @@ impl Inner {
                 Some(f) => self.stored_file_bytes(post.room_id, &f.id)?,
                 None => 0,
             };
-            match decide_post(head.as_ref(), earlier, &post, file_bytes) {
+            let ctx = PostContext {
+                head: head.as_ref(),
+                earlier,
+                file_bytes,
+                fence: seg
+                    .fence
+                    .unwrap_or_else(|| view.fence.load(Ordering::Acquire)),
+            };
+            match decide_post(ctx, &post) {
                 PostDecision::Append { outcome, message } => {
                     let key = keys::message(self.group, post.room_id, outcome.seq.0);
                     if let Some(f) = &message.file {
@@ -577,6 +623,7 @@ impl Inner {
         seg.dedup.clear();
         seg.chunks = 0;
         seg.moderated = false;
+        let fence = seg.fence.take();
         for (room, head) in &heads {
             batch.insert(keys::head(self.group, *room), encode_stored(head)?);
         }
@@ -599,6 +646,8 @@ impl Inner {
             Kind::Meta(view) => {
                 if let Some(state) = &seg.meta {
                     *view.state.write().unwrap_or_else(|e| e.into_inner()) = state.clone();
+                    let index = applied.last_applied.map_or(0, |l| l.index);
+                    view.index.store(index, Ordering::Release);
                     view.changes.send_modify(|v| *v += 1);
                 }
             }
@@ -607,6 +656,9 @@ impl Inner {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(heads);
+                if let Some(f) = fence {
+                    view.fence.store(f, Ordering::Release);
+                }
             }
         }
         Ok(())

@@ -52,6 +52,7 @@ fn post(i: u64) -> ProposedPost {
         alert: false,
         ts_ms: 1000 + i,
         file: None,
+        checked_at: 0,
     }
 }
 

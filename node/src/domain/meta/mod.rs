@@ -165,6 +165,38 @@ pub enum MetaCommand {
     },
 }
 
+impl MetaCommand {
+    /// Whether applying this command may take a right away from someone (to enter, read, post or
+    /// upload in some room). Such a change fences the shards (see `shard::decide_post`), so no
+    /// post checked against the directory before it is applied after it. Only changes that can
+    /// only grant, or touch nothing but personal lists, are exempt.
+    pub fn may_revoke_access(&self) -> bool {
+        use stoa_proto::{CategoryOp as C, GroupOp as G, PrincipalList as L, RoomOp as R};
+        match self {
+            MetaCommand::CreateUser { .. }
+            | MetaCommand::CreateUserAt { .. }
+            | MetaCommand::CreateRoom { .. }
+            | MetaCommand::AddIn { .. }
+            | MetaCommand::TakeInvitations { .. }
+            | MetaCommand::Follow { .. }
+            | MetaCommand::MarkRead { .. } => false,
+            MetaCommand::Category { op, .. } => match op {
+                C::Create(_) | C::List => false,
+                C::AddPrincipal { list, .. } => *list == L::Denied,
+                C::RemovePrincipal { list, .. } => *list != L::Denied,
+                C::Update { .. } | C::Remove { .. } => true,
+            },
+            MetaCommand::Room { op, .. } => match op {
+                R::Create(_) | R::AddRole { .. } | R::Show { .. } | R::Search(_) => false,
+                R::SetDisabled { disabled, .. } => *disabled,
+                R::Update { .. } | R::Move { .. } | R::Delete { .. } | R::RemoveRole { .. } => true,
+            },
+            MetaCommand::Group { op, .. } => !matches!(op, G::Create { .. } | G::AddMember { .. }),
+            MetaCommand::Policy { .. } | MetaCommand::Settings { .. } => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaOutcome {
     UserCreated { name: String },

@@ -901,3 +901,115 @@ fn followed_rooms_need_read_access_and_markers_only_move_forward() {
     assert_eq!(s.followed("bob").count(), 0);
     assert_eq!(code(s.apply(&follow("open", false))), ErrorCode::NotFound);
 }
+
+#[test]
+fn only_changes_that_can_only_grant_skip_the_shard_fence() {
+    use stoa_proto::{CategoryOp as C, GroupOp as G, PolicyScope, RoomOp as R};
+    let by = || ADMIN.to_string();
+    let category = |op| MetaCommand::Category { by: by(), op };
+    let group = |op| MetaCommand::Group { by: by(), op };
+    let user = || Principal::User("ann".into());
+    let revoking = [
+        room_op(
+            ADMIN,
+            R::RemoveRole {
+                room: "r".into(),
+                role: Role::Member,
+                user: "ann".into(),
+            },
+        ),
+        room_op(
+            ADMIN,
+            R::SetDisabled {
+                name: "r".into(),
+                disabled: true,
+            },
+        ),
+        room_op(ADMIN, R::Delete { name: "r".into() }),
+        room_op(
+            ADMIN,
+            R::Move {
+                name: "r".into(),
+                category: "c".into(),
+            },
+        ),
+        room_op(
+            ADMIN,
+            R::Update {
+                name: "r".into(),
+                change: RoomChange::default(),
+            },
+        ),
+        category(C::AddPrincipal {
+            category: "c".into(),
+            list: PrincipalList::Denied,
+            principal: user(),
+        }),
+        category(C::RemovePrincipal {
+            category: "c".into(),
+            list: PrincipalList::Allowed,
+            principal: user(),
+        }),
+        category(C::Update {
+            name: "c".into(),
+            change: CategoryChange::default(),
+        }),
+        group(G::RemoveMember {
+            group: "g".into(),
+            member: user(),
+        }),
+        group(G::Delete { name: "g".into() }),
+        MetaCommand::Policy {
+            by: by(),
+            scope: PolicyScope::Global,
+            enabled: Some(false),
+        },
+    ];
+    for cmd in &revoking {
+        assert!(cmd.may_revoke_access(), "{cmd:?}");
+    }
+    let granting = [
+        room_op(
+            ADMIN,
+            R::AddRole {
+                room: "r".into(),
+                role: Role::Member,
+                user: "ann".into(),
+            },
+        ),
+        room_op(
+            ADMIN,
+            R::SetDisabled {
+                name: "r".into(),
+                disabled: false,
+            },
+        ),
+        category(C::AddPrincipal {
+            category: "c".into(),
+            list: PrincipalList::Allowed,
+            principal: user(),
+        }),
+        category(C::RemovePrincipal {
+            category: "c".into(),
+            list: PrincipalList::Denied,
+            principal: user(),
+        }),
+        group(G::AddMember {
+            group: "g".into(),
+            member: user(),
+        }),
+        MetaCommand::Follow {
+            by: "ann".into(),
+            room: "r".into(),
+            follow: true,
+        },
+        MetaCommand::MarkRead {
+            by: "ann".into(),
+            room: "r".into(),
+            seq: 3,
+        },
+    ];
+    for cmd in &granting {
+        assert!(!cmd.may_revoke_access(), "{cmd:?}");
+    }
+}

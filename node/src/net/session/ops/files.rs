@@ -212,7 +212,9 @@ pub(super) async fn commit(s: &Session, upload: u64) -> Result<Response, ApiErro
             b.sha256
         )));
     }
-    // Rights and settings may have changed while the bytes arrived.
+    // Rights and settings may have changed while the bytes arrived. Read the directory's
+    // version first: a lower bound of what the check sees (see `shard::decide_post`).
+    let checked_at = s.ctx.meta.applied_index();
     let room = check_upload(s, b).await?;
     let file = FileRef {
         id: file_id(room.id, &s.user.name, &b.client_msg_id),
@@ -253,6 +255,7 @@ pub(super) async fn commit(s: &Session, upload: u64) -> Result<Response, ApiErro
             alert: false,
             ts_ms: super::now_ms(),
             file: Some(file.clone()),
+            checked_at,
         })
         .await?;
     Ok(Response::FilePosted {

@@ -39,6 +39,8 @@ pub(super) async fn post(s: &Session, p: Post) -> Result<Response, ApiError> {
             ),
         ));
     }
+    // Read before the check: a lower bound of the directory version the check sees.
+    let checked_at = s.ctx.meta.applied_index();
     let (room, _) = room_for(s, &p.room, Need::Post).await?;
     let proposer = &s.ctx.proposers[room.shard as usize - 1];
     let outcome = proposer
@@ -51,6 +53,7 @@ pub(super) async fn post(s: &Session, p: Post) -> Result<Response, ApiError> {
             alert: p.alert,
             ts_ms: now_ms(),
             file: None,
+            checked_at,
         })
         .await?;
     Ok(Response::Posted {

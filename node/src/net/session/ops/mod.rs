@@ -215,18 +215,48 @@ fn refusal(
 
 /// Propose a directory change to the meta group and return what applying it answered.
 pub(super) async fn meta(s: &Session, cmd: MetaCommand) -> Result<MetaOutcome, ApiError> {
+    let revokes = cmd.may_revoke_access();
     // Answer only once this node's directory shows the change: the client's next request, read
     // here, must see it (the leader may have applied it before this node).
-    match s
+    let (result, index) = s
         .ctx
         .proposals
-        .propose_and_see(GroupId::META, Command::Meta(cmd))
-        .await?
-    {
-        CommandResult::Meta(r) => r,
-        other => Err(ApiError::new(
-            ErrorCode::Internal,
-            format!("unexpected answer {other:?}"),
-        )),
+        .propose_and_see_at(GroupId::META, Command::Meta(cmd))
+        .await?;
+    let outcome = match result {
+        CommandResult::Meta(r) => r?,
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                format!("unexpected answer {other:?}"),
+            ))
+        }
+    };
+    if revokes {
+        fence_shards(s, index).await?;
     }
+    Ok(outcome)
+}
+
+/// Fence every shard at meta index `index`, so no post checked against an older directory is
+/// applied from now on (see `shard::decide_post`). Done before the change is acknowledged.
+async fn fence_shards(s: &Session, index: u64) -> Result<(), ApiError> {
+    let fences = (1..=s.ctx.shards.len() as u32).map(|g| {
+        s.ctx
+            .proposals
+            .propose(GroupId(g), Command::Fence { meta_index: index })
+    });
+    for (g, r) in (1..).zip(futures::future::join_all(fences).await) {
+        if let Err(e) = r {
+            return Err(ApiError::new(
+                e.code,
+                format!(
+                    "the change is applied, but shard g{g} could not be told yet, so posts checked \
+                     before it may still be accepted there: {}",
+                    e.message
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
