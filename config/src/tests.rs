@@ -342,7 +342,7 @@ fn validate_refuses_zero_limits_except_the_post_rate() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 + 12);
+    assert_eq!(checked, 6 + 13);
 }
 
 #[test]
