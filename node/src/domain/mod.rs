@@ -4,4 +4,5 @@
 
 pub mod meta;
 pub mod names;
+pub mod presence;
 pub mod shard;

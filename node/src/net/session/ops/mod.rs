@@ -4,10 +4,12 @@
 //! - `messages`: post, join, history, subscribe.
 //! - `directory`: users, categories, rooms and roles, groups, policy, settings, add-ins.
 //! - `personal`: invitations, followed rooms, read markers.
+//! - `presence`: a room's roster.
 
 mod directory;
 mod messages;
 mod personal;
+mod presence;
 
 pub use messages::{new_token, now_ms};
 
@@ -75,6 +77,7 @@ pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiErr
         Request::Follow { room, follow } => personal::follow(s, room, follow).await,
         Request::Followed => personal::followed(s),
         Request::MarkRead { room, seq } => personal::mark_read(s, room, seq).await,
+        Request::Participants { room } => presence::participants(s, &room).await,
     }
 }
 
