@@ -106,6 +106,11 @@ impl PresenceHub {
         changed
     }
 
+    /// Nodes (this one included) reporting `user` in `room`.
+    pub fn nodes_reporting(&self, room: RoomId, user: &str) -> u32 {
+        self.state().nodes_reporting(room, user)
+    }
+
     /// Peers whose participants this node holds.
     pub fn peers(&self) -> Vec<u64> {
         self.state().peers()

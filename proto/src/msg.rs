@@ -238,7 +238,10 @@ pub enum RosterChange {
     Left(String),
     /// The room went above the limit (or was above it when live delivery started): no more
     /// join and leave updates until it comes back to or below it, which sends `All`.
-    OverLimit { count: u32, limit: u32 },
+    OverLimit {
+        count: u32,
+        limit: u32,
+    },
 }
 
 /// A stored message as readers see it.

@@ -434,6 +434,15 @@ impl Presence {
         Roster::Names(names)
     }
 
+    /// Nodes (this one included) reporting `user` in `room`.
+    pub fn nodes_reporting(&self, room: RoomId, user: &str) -> u32 {
+        self.merged
+            .get(&room)
+            .and_then(|m| m.get(user))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Peers whose participants are held, for metrics and tests.
     pub fn peers(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.peers.keys().copied().collect();

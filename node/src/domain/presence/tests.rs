@@ -60,6 +60,7 @@ fn a_user_on_two_nodes_counts_once_and_stays_until_both_leave() {
     let acked = sync(&b, &mut a, None, 0);
     assert_eq!(a.roster(LOBBY, 75), names(&["ann", "bob"]));
     assert_eq!(a.count(LOBBY), 2);
+    assert_eq!(a.nodes_reporting(LOBBY, "ann"), 2);
 
     // ann leaves node 1: still connected through node 2.
     assert!(!a.local_leave(LOBBY, "ann"));
