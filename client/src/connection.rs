@@ -438,6 +438,9 @@ async fn on_frame(shared: &Arc<Shared>, link: &Link, frame: ServerFrame) -> Opti
         ServerFrame::Event(stoa_proto::Event::Replaced { messages, .. }) => {
             shared.replaced(messages);
         }
+        ServerFrame::Event(stoa_proto::Event::Roster { room, change }) => {
+            shared.roster_event(room, change).await;
+        }
         ServerFrame::Goodbye(e) => return Some(LinkEnd::Goodbye(e)),
         ServerFrame::Welcome(_) => return Some(LinkEnd::Protocol("a second Welcome".into())),
     }

@@ -11,6 +11,8 @@
 //!   resubscribes, the supervisor that reconnects.
 //! - [`resume`]: the pure per-room bookkeeping (no I/O) that makes live delivery gap-free and
 //!   duplicate-free across gaps, lag and reconnects; unit-tested on its own.
+//! - `presence.rs`: a room's roster ([`Client::participants`]) and the roster events of followed
+//!   rooms ([`Client::roster_events`]).
 //! - `directory.rs`: the directory requests of [`Client`] (categories, rooms and roles, groups,
 //!   policy, settings, add-ins).
 //! - `lib.rs` (here): [`Client`], its messaging methods, and [`EventStream`].
@@ -67,12 +69,14 @@ mod directory;
 pub mod error;
 mod files;
 mod personal;
+mod presence;
 pub mod resume;
 mod session;
 
 pub use config::ClientConfig;
 pub use connection::new_endpoint;
 pub use error::{ClientError, Result};
+pub use presence::{apply_roster_change, RosterEvent, RosterStream};
 /// The QUIC endpoint type [`Client::connect_with_endpoint`] takes, so callers need no quinn dependency.
 pub use quinn::Endpoint;
 /// The directory's types, as the SDK's directory methods take and answer them.
@@ -81,7 +85,7 @@ pub use stoa_proto::{
     PolicyInfo, PolicyScope, Principal, PrincipalList, Privacy, Role, RoomChange, RoomDetail,
     RoomFilter, RoomSpec, RoomType, SettingsChange,
 };
-pub use stoa_proto::{ApiError, ErrorCode, Message, NodeId, RoomInfo, Seq};
+pub use stoa_proto::{ApiError, ErrorCode, Message, NodeId, RoomInfo, Roster, RosterChange, Seq};
 
 use resume::Begin;
 use session::{lock, unexpected, Shared, State};

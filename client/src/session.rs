@@ -4,7 +4,7 @@
 use crate::{
     connection::{open_link, quic_client_config, Hook, Link, LinkEnd, CLOSE_NORMAL},
     resume::{Begin, Resume, Resync, Token, Verdict},
-    ClientConfig, ClientError, Result,
+    ClientConfig, ClientError, Result, RosterEvent,
 };
 use bytes::Bytes;
 use rand::Rng;
@@ -73,6 +73,9 @@ pub(crate) struct Shared {
     events_tx: mpsc::Sender<Message>,
     pub events_rx: Mutex<Option<mpsc::Receiver<Message>>>,
     pub events_taken: AtomicBool,
+    roster_tx: mpsc::Sender<RosterEvent>,
+    pub roster_rx: Mutex<Option<mpsc::Receiver<RosterEvent>>>,
+    pub roster_taken: AtomicBool,
     next_id: AtomicU64,
     in_flight: Semaphore,
 }
@@ -91,6 +94,7 @@ impl Shared {
             .map_err(|e| ClientError::io("cannot read the endpoint's address", e))?
             .is_ipv6();
         let (events_tx, events_rx) = mpsc::channel(cfg.events_buffer);
+        let (roster_tx, roster_rx) = mpsc::channel(cfg.events_buffer);
         Ok(Shared {
             in_flight: Semaphore::new(cfg.requests_in_flight_max),
             cfg,
@@ -107,6 +111,9 @@ impl Shared {
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             events_taken: AtomicBool::new(false),
+            roster_tx,
+            roster_rx: Mutex::new(Some(roster_rx)),
+            roster_taken: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         })
     }
@@ -252,6 +259,32 @@ impl Shared {
         if let Verdict::Resync(rs) = verdict {
             debug!(room = %rs.room, after = %rs.after, "gap: subscribing again");
             self.spawn_resync(rs);
+        }
+    }
+
+    /// A roster event pushed by the node (called by the reader, in stream order). Events of rooms
+    /// no longer followed are dropped; otherwise like messages: the reader waits while a taken
+    /// stream is full, and events go nowhere while nobody took it and it is full.
+    pub async fn roster_event(&self, room: String, change: stoa_proto::RosterChange) {
+        if lock(&self.resume).room(&room).is_none() {
+            return;
+        }
+        let permit = match self.roster_tx.try_reserve() {
+            Ok(p) => Some(p),
+            Err(mpsc::error::TrySendError::Closed(())) => None,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                if self.roster_taken.load(Ordering::Acquire) {
+                    tokio::select! {
+                        p = self.roster_tx.reserve() => p.ok(),
+                        _ = self.shut_down() => None,
+                    }
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(p) = permit {
+            p.send(RosterEvent { room, change });
         }
     }
 
@@ -548,6 +581,7 @@ pub(crate) fn unexpected(wanted: &str, got: &Response) -> String {
         Response::UploadReceived { .. } => "UploadReceived",
         Response::FileData { .. } => "FileData",
         Response::FilePosted { .. } => "FilePosted",
+        Response::Participants { .. } => "Participants",
     };
     format!("expected a {wanted} answer, got {got}")
 }

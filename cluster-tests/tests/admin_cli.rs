@@ -549,6 +549,18 @@ async fn an_administrator_sets_up_the_directory_and_users_live_in_it() {
         "error: not_found: no room \"vault\"",
     )
     .await;
+    let secret = s
+        .refused(&cy, 2, "room participants vault", "error: not_found: ")
+        .await;
+    let missing = s
+        .refused(&cy, 2, "room participants nonesuch", "error: not_found: ")
+        .await;
+    assert_eq!(secret, missing.replace("nonesuch", "vault"));
+    let v = s.one(&ann, 0, "room participants vault").await;
+    assert_eq!(
+        v,
+        json!({"room": "vault", "count": 0, "over_limit": false, "participants": []})
+    );
     let cys = s.ok(&cy, 2, "room list").await;
     assert_eq!(
         names(&cys),
@@ -591,12 +603,24 @@ async fn an_administrator_sets_up_the_directory_and_users_live_in_it() {
         .expect("spawn stoa tail");
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     s.one(&bob, 1, "post core 'still here'").await;
-    let line = timeout(TAIL_WAIT, lines.next_line())
-        .await
-        .expect("tail prints the post")
-        .unwrap()
-        .expect("a line");
-    let m: Value = serde_json::from_str(&line).unwrap();
+    // Roster events (objects with `roster`) come first; the post is the first line with a seq.
+    let m: Value = loop {
+        let line = timeout(TAIL_WAIT, lines.next_line())
+            .await
+            .expect("tail prints the post")
+            .unwrap()
+            .expect("a line");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v.get("seq").is_some() {
+            break v;
+        }
+        assert!(v.get("roster").is_some(), "{line}");
+    };
+    // bob follows core on node 2 through tail: every node's roster read shows him.
+    s.one_when(&admin, 0, "room participants core", |v| {
+        v["participants"] == json!(["bob"])
+    })
+    .await;
     assert_eq!(
         (m["author"].as_str(), m["text"].as_str()),
         (Some("bob"), Some("still here"))
@@ -859,7 +883,10 @@ async fn an_administrator_sets_up_the_directory_and_users_live_in_it() {
         .expect("tail exits after one message")
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let m: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    // The message is the last line; roster events (bob joining) may come before it.
+    let stdout = text(&out.stdout);
+    let line = stdout.trim().lines().last().expect("a line");
+    let m: Value = serde_json::from_str(line).unwrap();
     assert_eq!(
         (&m["room"], &m["seq"], &m["author"], &m["text"]),
         (

@@ -22,7 +22,8 @@ mod tests;
 
 pub use error::ConfigError;
 pub use sections::{
-    ChatSection, ClusterSection, LimitsSection, NodeSection, PeerConfig, RaftSection, TlsSection,
+    ChatSection, ClusterSection, LimitsSection, NodeSection, PeerConfig, PresenceSection,
+    RaftSection, TlsSection,
 };
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,7 @@ pub struct NodeConfig {
     pub raft: RaftSection,
     pub limits: LimitsSection,
     pub chat: ChatSection,
+    pub presence: PresenceSection,
 }
 
 /// Name given to text parsed by [`NodeConfig::from_toml_str`] in [`ConfigError::Parse`].

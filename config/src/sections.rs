@@ -155,6 +155,23 @@ sections! {
         /// cluster up; afterwards the replicated setting rules (`stoa config set`).
         pub default_chat_history: u32 = 30,
     }
+
+    /// Presence: how nodes tell each other who is connected to which room. Each node sends every
+    /// peer its changes at once and a heartbeat every report_interval_ms; a peer not heard from
+    /// for expiry_ms is taken as gone with its participants.
+    [presence] pub struct PresenceSection {
+        /// Interval between a node's presence heartbeats to each peer, in milliseconds.
+        pub report_interval_ms: u64 = 1000,
+        /// Time after which a silent peer's participants are dropped, in milliseconds; above
+        /// report_interval_ms (a few intervals, so one lost heartbeat is not an expiry).
+        pub expiry_ms: u64 = 5000,
+        /// (room, user) entries accepted from one peer, in entries; a peer reporting more is
+        /// refused, and a node with more participants reports only this many.
+        pub entries_per_node_max: usize = 100_000,
+        /// This node's latest participant changes kept to send as deltas, in changes; a peer
+        /// further behind is sent the whole roster.
+        pub journal_changes_max: usize = 4096,
+    }
 }
 
 /// One voting member of the cluster. Both fields are required: a peer has no sensible default.

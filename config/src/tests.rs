@@ -200,6 +200,7 @@ fn a_full_file_parses() {
         chat: ChatSection {
             default_chat_history: 50,
         },
+        presence: PresenceSection::default(),
     };
     assert_eq!(c, expected);
 }
@@ -530,4 +531,24 @@ fn load_names_the_file_in_io_and_parse_errors() {
     let e = load_with_env(&bad, &[]).unwrap_err();
     assert!(matches!(e, ConfigError::Parse { .. }));
     assert_mentions(&e.to_string(), &["bad.toml"]);
+}
+
+#[test]
+fn validate_checks_presence_timing_and_bounds() {
+    for field in [
+        "report_interval_ms",
+        "expiry_ms",
+        "entries_per_node_max",
+        "journal_changes_max",
+    ] {
+        let var = format!("STOA_PRESENCE_{field}").to_uppercase();
+        let message = NodeConfig::from_toml_str("", &env(&[(&var, "0")]))
+            .expect_err(&var)
+            .to_string();
+        assert_mentions(&message, &[&format!("presence.{field}")]);
+    }
+    assert_mentions(
+        &refused_by_validate(|c| c.presence.expiry_ms = c.presence.report_interval_ms),
+        &["presence.report_interval_ms (1000)", "presence.expiry_ms"],
+    );
 }

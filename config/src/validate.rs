@@ -23,6 +23,7 @@ impl NodeConfig {
             raft,
             limits,
             chat,
+            presence,
         } = self;
 
         in_range(
@@ -90,6 +91,16 @@ impl NodeConfig {
                 limits.upload_bytes_in_flight_max as u64,
             ),
             // limits.posts_per_s_per_connection_max: 0 means unlimited.
+            ("presence.report_interval_ms", presence.report_interval_ms),
+            ("presence.expiry_ms", presence.expiry_ms),
+            (
+                "presence.entries_per_node_max",
+                presence.entries_per_node_max as u64,
+            ),
+            (
+                "presence.journal_changes_max",
+                presence.journal_changes_max as u64,
+            ),
         ];
         for (field, value) in must_be_positive {
             if value == 0 {
@@ -127,6 +138,12 @@ impl NodeConfig {
             limits.proposal_batch_posts_max as u64,
             "limits.proposal_queue_posts_max",
             limits.proposal_queue_posts_max as u64,
+        )?;
+        below(
+            "presence.report_interval_ms",
+            presence.report_interval_ms,
+            "presence.expiry_ms",
+            presence.expiry_ms,
         )?;
         not_above(
             "chat.default_chat_history",

@@ -4,19 +4,27 @@
 //! only the `Bytes` handle into each subscriber's bounded send queue. A subscriber whose queue is full
 //! is cut from live delivery and told so (it resumes from history); it never grows memory.
 //!
+//! Presence: a room actor knows which users have live delivery of its room here; it reports each
+//! user's first and last subscription to the [`PresenceHub`], and tells its subscribers how the
+//! room's cluster-wide roster changes (see [`crate::domain::presence::changes`]). Roster frames are
+//! encoded once per change and queued like messages; a full queue cuts the subscriber the same way.
+//!
 //! Ordering: a room actor is created with the room's applied head read under the registry lock, and
 //! ignores committed messages at or below what it has seen, so a subscriber gets every message once,
 //! in order, whatever the race between apply, dispatch and actor creation.
 
+use crate::domain::presence::{self as rules, RoomId};
+use crate::presence::PresenceHub;
 use crate::search::IndexOp;
 use crate::store::sm::{Applied, MetaView, ShardView};
 use actix::prelude::*;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use stoa_proto::{
-    encode_frame, ApiError, ErrorCode, Event, Message as ChatMessage, Seq, ServerFrame,
+    encode_frame, ApiError, ErrorCode, Event, Message as ChatMessage, Roster, RosterChange, Seq,
+    ServerFrame,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -78,6 +86,10 @@ pub struct Fanout {
     meta: MetaView,
     /// Applied messages also go to the search index (never blocking delivery; see `search`).
     index: Option<mpsc::Sender<Vec<IndexOp>>>,
+    presence: PresenceHub,
+    /// Rooms whose roster changed while their actor's mailbox was full; woken again by the
+    /// presence task's next tick.
+    missed_wakes: Arc<Mutex<HashSet<RoomId>>>,
 }
 
 impl Fanout {
@@ -88,6 +100,7 @@ impl Fanout {
         applied: mpsc::Receiver<Vec<Applied>>,
         meta: MetaView,
         index: Option<mpsc::Sender<Vec<IndexOp>>>,
+        presence: PresenceHub,
     ) -> Fanout {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -110,6 +123,8 @@ impl Fanout {
             limits,
             meta,
             index,
+            presence,
+            missed_wakes: Default::default(),
         };
         tokio::spawn(fanout.clone().dispatch(applied));
         tokio::spawn(fanout.clone().recheck_on_changes());
@@ -118,6 +133,51 @@ impl Fanout {
 
     pub fn stop(&self) {
         self.system.stop();
+    }
+
+    pub fn presence(&self) -> &PresenceHub {
+        &self.presence
+    }
+
+    /// Take a peer's presence report and wake the actors of the rooms it changed.
+    pub fn receive_presence(&self, from: u64, report: rules::Report) -> rules::Ack {
+        let (ack, changed) = self.presence.receive(from, report);
+        self.wake_rosters(&changed);
+        ack
+    }
+
+    /// Tell the actors of `rooms` (those that have one here) that their roster changed. A full
+    /// mailbox is noted and woken again later ([`Fanout::retry_roster_wakes`]).
+    pub fn wake_rosters(&self, rooms: &[RoomId]) {
+        if rooms.is_empty() {
+            return;
+        }
+        let addrs: Vec<(RoomId, Addr<RoomActor>)> = {
+            let registry = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            rooms
+                .iter()
+                .filter_map(|r| registry.get(r).map(|a| (*r, a.clone())))
+                .collect()
+        };
+        for (room, addr) in addrs {
+            if let Err(SendError::Full(_)) = addr.try_send(RoomMsg::Roster) {
+                self.missed_wakes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(room);
+            }
+        }
+    }
+
+    /// Wake again the rooms whose wake did not fit their mailbox.
+    pub fn retry_roster_wakes(&self) {
+        let rooms: Vec<RoomId> = self
+            .missed_wakes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        self.wake_rosters(&rooms);
     }
 
     async fn dispatch(self, mut applied: mpsc::Receiver<Vec<Applied>>) {
@@ -271,6 +331,10 @@ impl Fanout {
             subs: HashMap::new(),
             limits: self.limits,
             meta: self.meta.clone(),
+            presence: self.presence.clone(),
+            users: HashMap::new(),
+            shown: Roster::Names(Vec::new()),
+            roster_dirty: false,
         };
         let addr = RoomActor::start_in_arbiter(&self.arbiter, move |_| actor);
         rooms.insert(room_id, addr.clone());
@@ -303,8 +367,11 @@ pub enum RoomMsg {
     Unsubscribe {
         subscriber: u64,
     },
-    /// The directory changed: end delivery to subscribers who may no longer read the room.
+    /// The directory changed: end delivery to subscribers who may no longer read the room (and
+    /// apply a changed `participant_update_limit`).
     Recheck,
+    /// The room's roster changed elsewhere (a peer's report, an expiry).
+    Roster,
 }
 
 enum SubState {
@@ -336,6 +403,14 @@ pub struct RoomActor {
     subs: HashMap<u64, Sub>,
     limits: FanoutLimits,
     meta: MetaView,
+    presence: PresenceHub,
+    /// Subscriptions per user: a user is a participant here while above zero.
+    users: HashMap<String, u32>,
+    /// The roster as last told to the subscribers.
+    shown: Roster,
+    /// The roster may have changed since `shown`; set by subscription changes and wakes,
+    /// handled at the end of each message.
+    roster_dirty: bool,
 }
 
 impl Actor for RoomActor {
@@ -344,11 +419,85 @@ impl Actor for RoomActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.limits.room_mailbox_max);
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for user in std::mem::take(&mut self.users).into_keys() {
+            self.presence.local_leave(self.room_id, &user);
+        }
+    }
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl RoomActor {
+    /// Add (or replace) a subscription, counting its user in.
+    fn insert_sub(&mut self, id: u64, sub: Sub) {
+        let user = sub.sub.user.clone();
+        if let Some(old) = self.subs.insert(id, sub) {
+            self.user_left(&old.sub.user);
+        }
+        let n = self.users.entry(user.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 && self.presence.local_join(self.room_id, &user) {
+            self.roster_dirty = true;
+        }
+    }
+
+    /// Remove a subscription, counting its user out.
+    fn remove_sub(&mut self, id: u64) -> Option<Sub> {
+        let s = self.subs.remove(&id)?;
+        self.user_left(&s.sub.user);
+        Some(s)
+    }
+
+    fn user_left(&mut self, user: &str) {
+        let Some(n) = self.users.get_mut(user) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.users.remove(user);
+            if self.presence.local_leave(self.room_id, user) {
+                self.roster_dirty = true;
+            }
+        }
+    }
+
+    /// Tell every subscriber how the roster changed since it was last told, until it stops
+    /// changing (cutting a slow subscriber can change it again).
+    fn refresh_roster(&mut self) {
+        while self.roster_dirty {
+            self.roster_dirty = false;
+            let limit = self.meta.read(|m| m.settings().participant_update_limit);
+            let now = self.presence.roster(self.room_id, limit);
+            let changes = rules::changes(&self.shown, &now);
+            self.shown = now;
+            for change in changes {
+                let Some(frame) = self.roster_frame(change) else {
+                    continue;
+                };
+                let ids: Vec<u64> = self.subs.keys().copied().collect();
+                for id in ids {
+                    self.push(id, None, frame.clone());
+                }
+            }
+        }
+    }
+
+    fn roster_frame(&self, change: RosterChange) -> Option<Bytes> {
+        let event = ServerFrame::Event(Event::Roster {
+            room: self.room.clone(),
+            change,
+        });
+        match encode_frame(&event, self.limits.frame_bytes_max) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(room = %self.room, error = %e, "roster event does not fit a frame");
+                None
+            }
+        }
+    }
+
     /// Queue a frame (a message's, when `seq` is given); a full queue cuts the subscriber from
     /// live delivery.
     fn push(&mut self, id: u64, seq: Option<Seq>, frame: Bytes) -> bool {
@@ -365,7 +514,7 @@ impl RoomActor {
             Err(_) => {
                 tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "slow subscriber cut from live delivery");
                 s.sub.lagged.mark(&self.room, s.sent);
-                self.subs.remove(&id);
+                self.remove_sub(id);
                 false
             }
         }
@@ -381,8 +530,11 @@ impl RoomActor {
                     if seq != self.last.next() {
                         // Cannot happen by construction; if it does, everyone resumes from storage.
                         tracing::error!(room = %self.room, expected = %self.last.next(), got = %seq, "gap in committed messages");
-                        for s in std::mem::take(&mut self.subs).into_values() {
-                            s.sub.lagged.mark(&self.room, s.sent);
+                        let ids: Vec<u64> = self.subs.keys().copied().collect();
+                        for id in ids {
+                            if let Some(s) = self.remove_sub(id) {
+                                s.sub.lagged.mark(&self.room, s.sent);
+                            }
                         }
                     }
                     self.last = seq;
@@ -413,7 +565,7 @@ impl RoomActor {
                 SubState::CatchingUp { held, .. } => {
                     if held.len() >= self.limits.subscribe_backlog_max as usize {
                         s.sub.lagged.mark(&self.room, s.sent);
-                        self.subs.remove(&id);
+                        self.remove_sub(id);
                     } else {
                         held.push((seq, frame.clone()));
                     }
@@ -441,7 +593,7 @@ impl RoomActor {
             ));
         }
         if behind == 0 {
-            self.subs.insert(
+            self.insert_sub(
                 id,
                 Sub {
                     sub,
@@ -449,11 +601,12 @@ impl RoomActor {
                     sent: after,
                 },
             );
+            self.show_roster(id);
             return Ok(self.last);
         }
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let upto = self.last;
-        self.subs.insert(
+        self.insert_sub(
             id,
             Sub {
                 sub,
@@ -465,17 +618,26 @@ impl RoomActor {
                 sent: after,
             },
         );
+        self.show_roster(id);
         let view = self.view.clone();
         let (room_id, room) = (self.room_id, self.room.clone());
         let read = async move {
             view.read(room_id, room, after, upto.next(), behind as usize, false)
                 .await
         };
-        ctx.spawn(
-            read.into_actor(self)
-                .map(move |res, act, _| act.backlog_loaded(id, generation, res)),
-        );
+        ctx.spawn(read.into_actor(self).map(move |res, act, _| {
+            act.backlog_loaded(id, generation, res);
+            act.refresh_roster();
+        }));
         Ok(self.last)
+    }
+
+    /// Tell a new subscriber the roster as the others were last told it; changes since then
+    /// follow with everyone's.
+    fn show_roster(&mut self, id: u64) {
+        if let Some(frame) = self.roster_frame(rules::first_event(&self.shown)) {
+            self.push(id, None, frame);
+        }
     }
 
     fn recheck(&mut self) {
@@ -499,7 +661,7 @@ impl RoomActor {
                 .collect()
         });
         for (id, reason) in refused {
-            let Some(s) = self.subs.remove(&id) else {
+            let Some(s) = self.remove_sub(id) else {
                 continue;
             };
             tracing::debug!(room = %self.room, user = %s.sub.user, %reason, "live delivery ended");
@@ -540,7 +702,7 @@ impl RoomActor {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(room = %self.room, error = %e, "cannot read the backlog");
-                let s = self.subs.remove(&id).expect("present: looked up above");
+                let s = self.remove_sub(id).expect("present: looked up above");
                 s.sub.lagged.mark(&self.room, s.sent);
                 return;
             }
@@ -583,9 +745,15 @@ impl Handler<RoomMsg> for RoomActor {
                 let _ = reply.send(r);
             }
             RoomMsg::Unsubscribe { subscriber } => {
-                self.subs.remove(&subscriber);
+                self.remove_sub(subscriber);
             }
-            RoomMsg::Recheck => self.recheck(),
+            RoomMsg::Recheck => {
+                self.recheck();
+                // The limit may have changed.
+                self.roster_dirty = true;
+            }
+            RoomMsg::Roster => self.roster_dirty = true,
         }
+        self.refresh_roster();
     }
 }

@@ -7,6 +7,8 @@
 //! - [`net`]: QUIC: TLS and certificates, node-to-node RPC, client sessions.
 //! - [`propose`]: committing commands (leader forwarding, retries) and per-shard post batching.
 //! - [`fanout`]: actix room actors delivering committed messages to local sessions.
+//! - [`presence`]: who is connected to which room, exchanged between nodes (rules in
+//!   [`domain::presence`]).
 //! - [`search`]: the tantivy index of messages, fed by applied messages, rebuilt from sled.
 //! - [`node`]: assembling and running one node; [`dev`]: a local cluster in one process.
 
@@ -19,6 +21,7 @@ pub mod domain;
 pub mod fanout;
 pub mod net;
 pub mod node;
+pub mod presence;
 pub mod propose;
 pub mod raft;
 pub mod search;

@@ -6,6 +6,7 @@ use crate::fanout::{Fanout, FanoutLimits};
 use crate::net::peer::{self, PeerPool};
 use crate::net::session::{self, token_digest};
 use crate::net::tls::{self, NodeTls};
+use crate::presence::PresenceHub;
 use crate::propose::{Proposals, Proposer, ProposerLimits};
 use crate::raft::network::NetworkFactory;
 use crate::raft::{Command, CommandResult, GroupId, Raft};
@@ -98,6 +99,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let (meta_sm, meta) = StateMachine::open_meta(store.clone()).await?;
     let search = SearchIndex::open(&data_dir.join("search"))?;
     let (index_tx, index_rx) = mpsc::channel(256);
+    let presence = PresenceHub::new(me.0, &config.presence);
     let fanout = Fanout::start(
         FanoutLimits {
             frame_bytes_max: limits.frame_bytes_max,
@@ -107,6 +109,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         applied_rx,
         meta.clone(),
         Some(index_tx),
+        presence,
     );
     rafts.push(new_raft(me, GroupId::META, &raft_config, &pool, &store, meta_sm).await?);
     let mut shards = Vec::new();
@@ -158,6 +161,13 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         stop_rx,
     ))];
     tasks.push(index_task);
+    tasks.push(tokio::spawn(crate::presence::run(
+        ctx.fanout.clone(),
+        pool.clone(),
+        rafts[GroupId::META.0 as usize].clone(),
+        config.presence.clone(),
+        rpc_timeout,
+    )));
     if config.cluster.bootstrap {
         bootstrap_groups(&config, &rafts).await?;
         tasks.push(tokio::spawn(bootstrap_admin(
@@ -375,7 +385,17 @@ async fn serve_connection(
         Some(a) if a == ALPN_PEER => {
             let candidates = peer_candidates(&ctx, &rafts);
             match tls::peer_node_id(&conn, candidates) {
-                Some(from) => peer::serve(conn, from, pool, rafts, ctx.proposers.clone()).await,
+                Some(from) => {
+                    peer::serve(
+                        conn,
+                        from,
+                        pool,
+                        rafts,
+                        ctx.proposers.clone(),
+                        ctx.fanout.clone(),
+                    )
+                    .await
+                }
                 None => {
                     tracing::warn!(remote = %conn.remote_address(), "peer certificate names no member; refused");
                     conn.close(3u32.into(), b"not a cluster member");

@@ -108,6 +108,10 @@ pub enum Request {
         offset: u64,
         limit: u32,
     },
+    /// Who is connected to a room now, cluster-wide (same access as reading the room).
+    Participants {
+        room: String,
+    },
 }
 
 /// What moderation does to the messages it selects.
@@ -314,6 +318,11 @@ pub enum Response {
         ts_ms: u64,
         file: FileRef,
     },
+    /// Who is connected to a room now (see [`Roster`]).
+    Participants {
+        room: String,
+        roster: Roster,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +345,38 @@ pub enum Event {
     Replaced {
         room: String,
         messages: Vec<Message>,
+    },
+    /// A change of the room's roster (its connected participants), sent to connections with live
+    /// delivery of the room while it has at most `participant_update_limit` participants.
+    Roster {
+        room: String,
+        change: RosterChange,
+    },
+}
+
+/// A room's participants: signed-in users with live delivery of it on any node, each once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Roster {
+    /// Every participant, sorted by name (at most `participant_update_limit` of them).
+    Names(Vec<String>),
+    /// More participants than `participant_update_limit`: only their number is told.
+    OverLimit { count: u32, limit: u32 },
+}
+
+/// One roster event. A connection first gets `All` (or `OverLimit`) when its live delivery of
+/// the room starts, then changes; applying them in order keeps a copy of the roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RosterChange {
+    /// The whole roster, sorted: replaces what the client had. Sent when live delivery starts and
+    /// when the room comes back to or below the limit.
+    All(Vec<String>),
+    Joined(String),
+    Left(String),
+    /// The room went above the limit (or was above it when live delivery started): no more
+    /// join and leave updates until it comes back to or below it, which sends `All`.
+    OverLimit {
+        count: u32,
+        limit: u32,
     },
 }
 

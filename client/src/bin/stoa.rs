@@ -169,10 +169,31 @@ async fn execute(client: &Client, command: Command, as_json: bool) -> anyhow::Re
         }
         Command::Tail { room, from, count } => {
             let mut events = client.events().context("event stream already taken")?;
+            let mut roster = client
+                .roster_events()
+                .context("roster stream already taken")?;
             client.subscribe(&room, from.map(Seq)).await?;
             let mut printed = 0u64;
             while count.is_none_or(|n| printed < n) {
-                let next = tokio::time::timeout(TAIL_CLOSED_CHECK, events.next()).await;
+                let next = tokio::time::timeout(TAIL_CLOSED_CHECK, async {
+                    tokio::select! {
+                        m = events.next() => Ok(m),
+                        Some(e) = roster.next() => Err(e),
+                    }
+                })
+                .await;
+                // Roster events are printed as they come; --count counts messages only.
+                let next = match next {
+                    Ok(Err(e)) => {
+                        if e.room == room {
+                            writeln!(out, "{}", output::roster_event(&e, as_json))?;
+                            out.flush()?;
+                        }
+                        continue;
+                    }
+                    Ok(Ok(m)) => Ok(m),
+                    Err(elapsed) => Err(elapsed),
+                };
                 for m in client.replaced().into_iter().filter(|m| m.room == room) {
                     writeln!(out, "{}", output::replaced(&m, as_json))?;
                     out.flush()?;

@@ -5,4 +5,5 @@
 pub mod meta;
 pub mod moderation;
 pub mod names;
+pub mod presence;
 pub mod shard;

@@ -1,8 +1,11 @@
 //! Node-to-node RPC over QUIC (ALPN `stoa-peer/1`): one bidirectional stream per call, carrying one
-//! bincode request and one bincode response, each read with a hard size limit. Every request names
-//! its Raft group. The pool keeps one connection per peer and has fault hooks for tests.
+//! bincode request and one bincode response, each read with a hard size limit. Every Raft request
+//! names its Raft group; presence reports belong to no group. The pool keeps one connection per
+//! peer and has fault hooks for tests.
 
+use crate::domain::presence::{Ack, Report};
 use crate::domain::shard::{PostOutcome, ProposedPost};
+use crate::fanout::Fanout;
 use crate::propose::Proposer;
 use crate::raft::{Command, CommandResult, GroupId, Raft, TypeConfig};
 use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
@@ -42,16 +45,21 @@ pub enum PeerRequest {
         group: GroupId,
         posts: Vec<ProposedPost>,
     },
+    /// The sender's participants: its whole roster or the changes since the last report
+    /// (see [`crate::domain::presence`]). The sender is the authenticated peer, never a field.
+    Presence(Report),
 }
 
 impl PeerRequest {
-    fn group(&self) -> GroupId {
+    /// The Raft group the request is for; `None` for requests of no group.
+    fn group(&self) -> Option<GroupId> {
         match self {
             PeerRequest::Append { group, .. }
             | PeerRequest::Vote { group, .. }
             | PeerRequest::Snapshot { group, .. }
             | PeerRequest::Propose { group, .. }
-            | PeerRequest::ForwardPosts { group, .. } => *group,
+            | PeerRequest::ForwardPosts { group, .. } => Some(*group),
+            PeerRequest::Presence(_) => None,
         }
     }
 }
@@ -67,6 +75,8 @@ pub enum PeerResponse {
     Refused(String),
     /// One outcome per forwarded post.
     Posted(Result<Vec<Result<PostOutcome, ApiError>>, ProposeError>),
+    /// How a presence report was taken.
+    Presence(Ack),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -327,6 +337,7 @@ pub async fn serve(
     pool: Arc<PeerPool>,
     rafts: Arc<Vec<Raft>>,
     proposers: Vec<Proposer>,
+    fanout: Fanout,
 ) {
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
@@ -339,6 +350,7 @@ pub async fn serve(
         let rafts = rafts.clone();
         let proposers = proposers.clone();
         let pool = pool.clone();
+        let fanout = fanout.clone();
         tokio::spawn(async move {
             let bytes = match recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await {
                 Ok(b) => b,
@@ -351,6 +363,9 @@ pub async fn serve(
                 return; // dropped by a test fault: the caller times out
             }
             let response = match stoa_proto::decode::<PeerRequest>(&bytes) {
+                Ok(PeerRequest::Presence(report)) => {
+                    PeerResponse::Presence(fanout.receive_presence(from.0, report))
+                }
                 Ok(req) => handle(req, &rafts, &proposers).await,
                 Err(e) => {
                     tracing::warn!(peer = %from, error = %e, "malformed peer request");
@@ -369,8 +384,11 @@ pub async fn serve(
 }
 
 async fn handle(req: PeerRequest, rafts: &[Raft], proposers: &[Proposer]) -> PeerResponse {
-    let Some(raft) = rafts.get(req.group().0 as usize) else {
-        return PeerResponse::Refused(format!("no group {}", req.group()));
+    let Some(group) = req.group() else {
+        return PeerResponse::Refused("not a request of a group".into());
+    };
+    let Some(raft) = rafts.get(group.0 as usize) else {
+        return PeerResponse::Refused(format!("no group {group}"));
     };
     match req {
         PeerRequest::Append { rpc, .. } => PeerResponse::Append(raft.append_entries(rpc).await),
@@ -379,6 +397,7 @@ async fn handle(req: PeerRequest, rafts: &[Raft], proposers: &[Proposer]) -> Pee
             PeerResponse::Snapshot(raft.install_snapshot(rpc).await)
         }
         PeerRequest::Propose { cmd, .. } => PeerResponse::Proposed(propose_local(raft, cmd).await),
+        PeerRequest::Presence(_) => PeerResponse::Refused("presence is served by serve".into()),
         PeerRequest::ForwardPosts { group, posts } => {
             // Only the leader batches forwarded posts; a stale sender is told who leads now.
             let leader = raft.metrics().borrow().current_leader;

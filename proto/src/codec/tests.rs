@@ -87,6 +87,126 @@ fn golden_bytes_of_hello_and_error() {
     );
 }
 
+/// Presence frames (appended variants: `Request::Participants`, `Response::Participants`,
+/// `Event::Roster`), pinned like the others.
+fn presence_frames() -> Vec<(&'static str, Vec<u8>)> {
+    let frames: Vec<(&'static str, Result<bytes::Bytes, CodecError>)> = vec![
+        (
+            "request",
+            encode_frame(
+                &ClientFrame::Request {
+                    id: 7,
+                    body: Request::Participants {
+                        room: "lobby".into(),
+                    },
+                },
+                FRAME_BYTES_MAX,
+            ),
+        ),
+        (
+            "names",
+            encode_frame(
+                &ServerFrame::Response {
+                    id: 7,
+                    result: Ok(Response::Participants {
+                        room: "lobby".into(),
+                        roster: Roster::Names(vec!["ann".into(), "bo".into()]),
+                    }),
+                },
+                FRAME_BYTES_MAX,
+            ),
+        ),
+        (
+            "over",
+            encode_frame(
+                &ServerFrame::Response {
+                    id: 7,
+                    result: Ok(Response::Participants {
+                        room: "lobby".into(),
+                        roster: Roster::OverLimit {
+                            count: 300,
+                            limit: 75,
+                        },
+                    }),
+                },
+                FRAME_BYTES_MAX,
+            ),
+        ),
+        (
+            "all",
+            encode_frame(
+                &ServerFrame::Event(Event::Roster {
+                    room: "lobby".into(),
+                    change: RosterChange::All(vec!["ann".into()]),
+                }),
+                FRAME_BYTES_MAX,
+            ),
+        ),
+        (
+            "joined",
+            encode_frame(
+                &ServerFrame::Event(Event::Roster {
+                    room: "lobby".into(),
+                    change: RosterChange::Joined("ann".into()),
+                }),
+                FRAME_BYTES_MAX,
+            ),
+        ),
+        (
+            "left",
+            encode_frame(
+                &ServerFrame::Event(Event::Roster {
+                    room: "lobby".into(),
+                    change: RosterChange::Left("ann".into()),
+                }),
+                FRAME_BYTES_MAX,
+            ),
+        ),
+        (
+            "notice",
+            encode_frame(
+                &ServerFrame::Event(Event::Roster {
+                    room: "lobby".into(),
+                    change: RosterChange::OverLimit {
+                        count: 76,
+                        limit: 75,
+                    },
+                }),
+                FRAME_BYTES_MAX,
+            ),
+        ),
+    ];
+    frames
+        .into_iter()
+        .map(|(name, f)| (name, f.unwrap().to_vec()))
+        .collect()
+}
+
+#[test]
+fn golden_bytes_of_presence_frames() {
+    let got: Vec<(&str, String)> = presence_frames()
+        .into_iter()
+        .map(|(name, f)| (name, hex(&f)))
+        .collect();
+    let want: Vec<(&str, String)> = GOLDEN_PRESENCE
+        .iter()
+        .map(|(name, h)| (*name, h.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// Request 26 (Participants); Response 25 (Participants) with Roster 0 (Names) or 1
+/// (OverLimit, 300 as varint fb2c01); Event 4 (Roster) with RosterChange 0..=3.
+const GOLDEN_PRESENCE: [(&str, &str); 7] = [
+    ("request", "0000000901071a056c6f626279"),
+    ("names", "0000001301070019056c6f626279000203616e6e02626f"),
+    ("over", "0000000f01070019056c6f62627901fb2c014b"),
+    ("all", "0000000e0204056c6f626279000103616e6e"),
+    ("joined", "0000000d0204056c6f6262790103616e6e"),
+    ("left", "0000000d0204056c6f6262790203616e6e"),
+    ("notice", "0000000b0204056c6f626279034c4b"),
+];
+
 const GOLDEN_POST: &str = "00000010010700056c6f62627902633102686900";
 const GOLDEN_EVENT: &str =
     "000000210200056c6f626279fb2c0103616e6e0568656c6c6ffd0068e5cf8b010000010000";

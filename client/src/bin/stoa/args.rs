@@ -104,7 +104,8 @@ pub enum Command {
         #[arg(long, value_name = "SEQ")]
         before: Option<u64>,
     },
-    /// Print a room's messages as they arrive, until interrupted. Exits 1 with
+    /// Print a room's messages as they arrive, and who joins and leaves it (lines starting
+    /// with `*`; JSON objects with `roster`), until interrupted. Exits 1 with
     /// `error: forbidden: <reason>` if the room is closed to you meanwhile (disabled, deleted,
     /// access removed).
     Tail {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use std::borrow::Cow;
-use stoa_client::{Message, Posted, RoomInfo, WhoAmI};
+use stoa_client::{Message, Posted, RoomInfo, Roster, RosterChange, RosterEvent, WhoAmI};
 use stoa_proto::{FileRef, Moderation};
 
 /// One message: `#seq [YYYY-MM-DD HH:MM:SS] author: text` (UTC), alerts marked `(alert)` after
@@ -224,6 +224,103 @@ pub fn whoami(w: &WhoAmI, as_json: bool) -> String {
     }
 }
 
+/// A room's roster. For people: one name per line, or one line with the count when the room is
+/// above the limit. JSON: one object, `participants` null above the limit.
+pub fn participants(room: &str, roster: &Roster, as_json: bool) -> Vec<String> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        room: &'a str,
+        count: u32,
+        over_limit: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        participants: Option<&'a [String]>,
+    }
+    let out = match roster {
+        Roster::Names(names) => Out {
+            room,
+            count: names.len() as u32,
+            over_limit: false,
+            limit: None,
+            participants: Some(names),
+        },
+        Roster::OverLimit { count, limit } => Out {
+            room,
+            count: *count,
+            over_limit: true,
+            limit: Some(*limit),
+            participants: None,
+        },
+    };
+    if as_json {
+        return vec![json(&out)];
+    }
+    match roster {
+        Roster::Names(names) => names.iter().map(|n| clean(n).into_owned()).collect(),
+        Roster::OverLimit { count, limit } => vec![format!(
+            "{count} participants, more than participant_update_limit ({limit}): names are not shown"
+        )],
+    }
+}
+
+/// A roster event of `stoa tail`. For people: a line starting with `*`. JSON: an object with
+/// `room` and `roster` (`all`, `joined`, `left`, `over_limit`), and `participants`, `user` or
+/// `count` and `limit`; it has no `seq`, unlike a message.
+pub fn roster_event(e: &RosterEvent, as_json: bool) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        room: &'a str,
+        roster: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        participants: Option<&'a [String]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    }
+    let mut out = Out {
+        room: &e.room,
+        roster: "",
+        participants: None,
+        user: None,
+        count: None,
+        limit: None,
+    };
+    let human = match &e.change {
+        RosterChange::All(names) => {
+            out.roster = "all";
+            out.participants = Some(names);
+            let list: Vec<Cow<'_, str>> = names.iter().map(|n| clean(n)).collect();
+            format!("* participants ({}): {}", names.len(), list.join(", "))
+        }
+        RosterChange::Joined(user) => {
+            out.roster = "joined";
+            out.user = Some(user);
+            format!("* {} joined", clean(user))
+        }
+        RosterChange::Left(user) => {
+            out.roster = "left";
+            out.user = Some(user);
+            format!("* {} left", clean(user))
+        }
+        RosterChange::OverLimit { count, limit } => {
+            out.roster = "over_limit";
+            out.count = Some(*count);
+            out.limit = Some(*limit);
+            format!(
+                "* {count} participants, more than participant_update_limit ({limit}): no more join/leave updates"
+            )
+        }
+    };
+    if as_json {
+        json(&out)
+    } else {
+        human
+    }
+}
+
 pub fn json<T: Serialize>(value: &T) -> String {
     // Serializing these plain structs (strings, numbers, bools) into a String cannot fail.
     serde_json::to_string(value).expect("plain struct serializes to JSON")
@@ -288,6 +385,59 @@ mod tests {
             moderated: None,
             file: None,
         }
+    }
+
+    #[test]
+    fn participants_for_people_and_as_json() {
+        let names = Roster::Names(vec!["ann".into(), "b\nob".into()]);
+        assert_eq!(participants("dev", &names, false), ["ann", "b\\nob"]);
+        assert_eq!(
+            participants("dev", &names, true),
+            [r#"{"room":"dev","count":2,"over_limit":false,"participants":["ann","b\nob"]}"#]
+        );
+        let over = Roster::OverLimit {
+            count: 80,
+            limit: 75,
+        };
+        assert_eq!(
+            participants("dev", &over, false),
+            ["80 participants, more than participant_update_limit (75): names are not shown"]
+        );
+        assert_eq!(
+            participants("dev", &over, true),
+            [r#"{"room":"dev","count":80,"over_limit":true,"limit":75,"participants":null}"#]
+        );
+    }
+
+    #[test]
+    fn roster_events_for_people_and_as_json() {
+        let event = |change| RosterEvent {
+            room: "dev".into(),
+            change,
+        };
+        let all = event(RosterChange::All(vec!["ann".into(), "bob".into()]));
+        assert_eq!(roster_event(&all, false), "* participants (2): ann, bob");
+        assert_eq!(
+            roster_event(&all, true),
+            r#"{"room":"dev","roster":"all","participants":["ann","bob"]}"#
+        );
+        let joined = event(RosterChange::Joined("cy".into()));
+        assert_eq!(roster_event(&joined, false), "* cy joined");
+        assert_eq!(
+            roster_event(&joined, true),
+            r#"{"room":"dev","roster":"joined","user":"cy"}"#
+        );
+        let left = event(RosterChange::Left("cy".into()));
+        assert_eq!(roster_event(&left, false), "* cy left");
+        let over = event(RosterChange::OverLimit {
+            count: 76,
+            limit: 75,
+        });
+        assert_eq!(
+            roster_event(&over, true),
+            r#"{"room":"dev","roster":"over_limit","count":76,"limit":75}"#
+        );
+        assert!(roster_event(&over, false).starts_with("* 76 participants, more than"));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum RoomCommand {
     Delete { room: String },
     /// Move a room to another category; role holders it does not admit are dropped.
     Move { room: String, category: String },
+    /// Print who is connected to ROOM now, on any node (one name per line), or only how many
+    /// when they are more than the cluster's participant_update_limit.
+    Participants { room: String },
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +181,13 @@ pub async fn room(
         C::Show { room } => {
             let detail = client.room_show(&room).await?;
             writeln!(out, "{}", show::room_detail(&detail, as_json))?;
+            return Ok(());
+        }
+        C::Participants { room } => {
+            let roster = client.participants(&room).await?;
+            for line in output::participants(&room, &roster, as_json) {
+                writeln!(out, "{line}")?;
+            }
             return Ok(());
         }
         C::Update(a) => {
@@ -406,6 +416,10 @@ mod tests {
             RoomCommand::Delete { .. }
         ));
         assert!(matches!(room(&["show", "ops"]), RoomCommand::Show { .. }));
+        assert!(matches!(
+            room(&["participants", "ops"]),
+            RoomCommand::Participants { room } if room == "ops"
+        ));
         assert!(matches!(room(&["list"]), RoomCommand::List));
         assert!(matches!(
             room(&["move", "ops", "eng"]),

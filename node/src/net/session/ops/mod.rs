@@ -6,12 +6,14 @@
 //! - `personal`: invitations, followed rooms, read markers.
 //! - `moderation`: removing and replacing messages, clearing history (administrators).
 //! - `files`: upload and download.
+//! - `presence`: a room's roster.
 
 mod directory;
 mod files;
 mod messages;
 mod moderation;
 mod personal;
+mod presence;
 
 pub(super) use files::Upload;
 pub use messages::{new_token, now_ms};
@@ -94,6 +96,7 @@ pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiErr
             offset,
             limit,
         } => files::download(s, &room, file_id, offset, limit).await,
+        Request::Participants { room } => presence::participants(s, &room).await,
     }
 }
 
