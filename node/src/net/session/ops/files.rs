@@ -99,6 +99,16 @@ pub(super) async fn begin(s: &Session, b: UploadBegin) -> Result<Response, ApiEr
     }
     check_upload(s, &b).await?;
     let kib = u32::try_from(b.size.div_ceil(1024)).unwrap_or(u32::MAX);
+    let budget_kib = s.ctx.config.limits.upload_bytes_in_flight_max / 1024;
+    if kib as usize > budget_kib {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "file of {} bytes exceeds this node's upload_bytes_in_flight_max ({} bytes)",
+                b.size, s.ctx.config.limits.upload_bytes_in_flight_max
+            ),
+        ));
+    }
     let reserved = s
         .ctx
         .upload_budget
@@ -123,7 +133,8 @@ pub(super) async fn begin(s: &Session, b: UploadBegin) -> Result<Response, ApiEr
     uploads.insert(
         id,
         Upload {
-            data: Vec::with_capacity(b.size as usize),
+            // Grows as bytes arrive: the reservation bounds it, nothing is allocated up front.
+            data: Vec::new(),
             begin: b,
             _reserved: reserved,
         },
