@@ -7,3 +7,4 @@ mod t30_decode;
 mod t30_limits;
 mod t30_peers;
 mod t30_unauthenticated;
+mod t30_uploads;
