@@ -146,6 +146,9 @@ sections! {
         /// File bytes this node buffers for uploads in progress (all connections), in bytes; an
         /// upload that would go beyond is refused before its bytes are sent.
         pub upload_bytes_in_flight_max: usize = 256 << 20,
+        /// Memory for storage's page cache (sled), in bytes. Reads of recent history come from
+        /// it; older pages are read from disk.
+        pub storage_cache_bytes: u64 = 64 << 20,
     }
 
     /// Chat behaviour.

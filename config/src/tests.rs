@@ -88,6 +88,7 @@ fn defaults_are_the_documented_values_and_validate() {
     assert_eq!(c.limits.client_idle_timeout_ms, 30000);
     assert_eq!(c.limits.posts_per_s_per_connection_max, 2000);
     assert_eq!(c.limits.upload_bytes_in_flight_max, 256 << 20);
+    assert_eq!(c.limits.storage_cache_bytes, 64 << 20);
     assert_eq!(c.chat.default_chat_history, 30);
 }
 
@@ -143,6 +144,7 @@ fn a_full_file_parses() {
         client_idle_timeout_ms = 5000
         posts_per_s_per_connection_max = 0
         upload_bytes_in_flight_max = 1048576
+        storage_cache_bytes = 16777216
 
         [chat]
         default_chat_history = 50
@@ -196,6 +198,7 @@ fn a_full_file_parses() {
             client_idle_timeout_ms: 5000,
             posts_per_s_per_connection_max: 0,
             upload_bytes_in_flight_max: 1 << 20,
+            storage_cache_bytes: 1 << 24,
         },
         chat: ChatSection {
             default_chat_history: 50,
@@ -343,7 +346,7 @@ fn validate_refuses_zero_limits_except_the_post_rate() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 + 13);
+    assert_eq!(checked, 6 + 14);
 }
 
 #[test]

@@ -148,7 +148,23 @@ async fn dev(nodes: u32, dir: PathBuf, base_port: u16, shards: u32) -> anyhow::R
     Ok(())
 }
 
+/// Bound glibc's malloc arenas (unless `MALLOC_ARENA_MAX` says otherwise). By default glibc
+/// gives each thread that contends an arena of its own, up to 8 per core; a node's many threads
+/// (tokio workers and blocking pool, sled's I/O pool, actix, the flusher) then spread short-lived
+/// frames over a dozen arenas that each keep their high-water mark. Measured under W1: peak RSS
+/// 240 – 320 MB per node with the default, 140 – 190 MB with 2 arenas, CPU unchanged.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    limit_malloc_arenas();
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stoa-worker")

@@ -82,7 +82,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| NodeError::Raft(format!("cannot create {}: {e}", data_dir.display())))?;
-    let store = Store::open(&data_dir)?;
+    let store = Store::open_with_cache(&data_dir, config.limits.storage_cache_bytes)?;
     let idle = Duration::from_millis(config.limits.client_idle_timeout_ms);
     let mut endpoint = bind_endpoint(config.node.listen, tls.server_config(idle)?)?;
     endpoint.set_default_client_config(tls.peer_client_config()?);

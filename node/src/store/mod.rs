@@ -51,10 +51,18 @@ pub const FORMAT: u32 = 2;
 const FORMAT_KEY: &[u8] = b"stoa-storage-format";
 
 impl Store {
+    /// Open with sled's page cache bounded at 64 MiB (tests, tools).
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
+        Self::open_with_cache(dir, 64 << 20)
+    }
+
+    /// Open with sled's page cache bounded at `cache_bytes` (sled's own default is 1 GiB, which
+    /// a busy node fills with recently written log entries and messages).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Arc<Store>, StoreError> {
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
+            .cache_capacity(cache_bytes)
             // Durability comes from explicit flushes; sled's periodic flush only adds latency jitter.
             .flush_every_ms(None)
             .open()
