@@ -62,7 +62,7 @@ fn defaults_are_the_documented_values_and_validate() {
     assert_eq!(c.node.id, NodeId(1));
     assert_eq!(c.node.listen, addr("127.0.0.1:7400"));
     assert_eq!(c.node.data_dir, PathBuf::from("stoa-data"));
-    assert_eq!(c.cluster.shards, 4);
+    assert_eq!(c.cluster.shards, 2);
     assert!(c.cluster.peers.is_empty());
     assert!(!c.cluster.bootstrap);
     assert_eq!(c.tls.ca_cert, PathBuf::from("ca.pem"));

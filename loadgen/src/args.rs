@@ -43,7 +43,7 @@ impl Workload {
 /// Where the cluster is and how to sign in.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// Start a 3-node cluster (4 shards) of `stoa-node run` processes in a temporary directory,
+    /// Start a 3-node cluster (2 shards) of `stoa-node run` processes in a temporary directory,
     /// and stop it at the end. Without it, --servers names a running cluster.
     #[arg(long)]
     pub embedded: bool,

@@ -18,7 +18,7 @@ use stoa_node::dev::processes::ProcCluster;
 
 /// Nodes and shards of `--embedded`.
 pub const EMBEDDED_NODES: usize = 3;
-pub const EMBEDDED_SHARDS: u32 = 4;
+pub const EMBEDDED_SHARDS: u32 = 2;
 /// How long the embedded cluster may take to write its administrator token.
 const EMBEDDED_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a new user, or the cluster itself, may take to be usable on every node.

@@ -31,7 +31,7 @@ enum Cmd {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 2)]
         shards: u32,
     },
     /// Make a cluster CA and node certificates: DIR/ca.pem, ca.key, node-N.pem, node-N.key.
