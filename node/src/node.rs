@@ -168,6 +168,12 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         config.presence.clone(),
         rpc_timeout,
     )));
+    tasks.push(tokio::spawn(crate::propose::keep_shards_fenced(
+        ctx.meta.clone(),
+        ctx.shards.clone(),
+        rafts.clone(),
+        me.0,
+    )));
     if config.cluster.bootstrap {
         bootstrap_groups(&config, &rafts).await?;
         tasks.push(tokio::spawn(bootstrap_admin(

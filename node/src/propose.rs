@@ -325,3 +325,39 @@ async fn run(
         });
     }
 }
+
+/// Keep every shard fenced at least as high as the directory's last revoking change
+/// (`MetaState::revoked_at`). The node that proposes such a change fences the shards before it
+/// answers; this task covers the cases where it could not (it failed in between, or a shard was
+/// unavailable then): the leader of each shard raises its fence as soon as it sees the change.
+pub async fn keep_shards_fenced(
+    meta: crate::store::sm::MetaView,
+    shards: Vec<crate::store::sm::ShardView>,
+    rafts: Arc<Vec<Raft>>,
+    me: u64,
+) {
+    let mut changes = meta.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let want = meta.read(|m| m.revoked_at());
+        for (g, view) in (1u32..).zip(&shards) {
+            if view.fence() >= want {
+                continue;
+            }
+            let Some(raft) = rafts.get(g as usize) else {
+                continue;
+            };
+            if raft.metrics().borrow().current_leader != Some(me) {
+                continue;
+            }
+            if let Err(e) = propose_local(raft, Command::Fence { meta_index: want }).await {
+                tracing::debug!(group = g, error = %e, "could not fence the shard yet");
+            }
+        }
+    }
+}

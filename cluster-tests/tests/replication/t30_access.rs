@@ -289,3 +289,44 @@ async fn t30_a_post_checked_before_a_revocation_is_sent_back_after_it() {
     admin.close().await;
     tc.shutdown().await;
 }
+
+/// A revoking change whose proposer never fenced the shards (here: proposed straight to the meta
+/// group, as if the proposing node had died right after the commit) is fenced by the shards'
+/// leaders on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30_shard_leaders_fence_a_revocation_nobody_fenced() {
+    init_tracing();
+    let tc = TestCluster::start(3).await;
+    admin_change(
+        &tc,
+        RoomOp::SetDisabled {
+            name: ROOM.into(),
+            disabled: true,
+        },
+    )
+    .await;
+    let want = tc.cluster.node(0).ctx.meta.read(|m| m.revoked_at());
+    assert!(want > 0, "disabling a room may revoke rights");
+    let mut fences = Vec::new();
+    for _ in 0..200 {
+        fences = (0..3)
+            .flat_map(|i| {
+                let node = tc.cluster.node(i);
+                node.ctx
+                    .shards
+                    .iter()
+                    .map(|s| s.fence())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if fences.iter().all(|f| *f >= want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fences.iter().all(|f| *f >= want),
+        "fences {fences:?}, want {want}"
+    );
+    tc.shutdown().await;
+}

@@ -141,6 +141,11 @@ impl ShardView {
         heads.iter().map(|(r, h)| (*r, h.clone())).collect()
     }
 
+    /// The meta index this shard is fenced at (see `Command::Fence`).
+    pub fn fence(&self) -> u64 {
+        self.fence.load(Ordering::Acquire)
+    }
+
     pub fn last_seq(&self, room: u64) -> Seq {
         let heads = self.heads.read().unwrap_or_else(|e| e.into_inner());
         heads.get(&room).map_or(Seq::ZERO, |h| h.last_seq)
@@ -410,7 +415,7 @@ impl Inner {
                     CommandResult::None
                 }
                 EntryPayload::Normal(Command::Meta(cmd)) => match seg.meta.as_mut() {
-                    Some(state) => CommandResult::Meta(state.apply(&cmd)),
+                    Some(state) => CommandResult::Meta(state.apply_at(entry.log_id.index, &cmd)),
                     None => CommandResult::Meta(Err(wrong_group(self.group))),
                 },
                 EntryPayload::Normal(Command::Posts(posts)) => match self.shard_view() {

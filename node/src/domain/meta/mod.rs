@@ -191,7 +191,8 @@ impl MetaCommand {
                 R::SetDisabled { disabled, .. } => *disabled,
                 R::Update { .. } | R::Move { .. } | R::Delete { .. } | R::RemoveRole { .. } => true,
             },
-            MetaCommand::Group { op, .. } => !matches!(op, G::Create { .. } | G::AddMember { .. }),
+            // Adding a member can revoke too: a category may deny the group.
+            MetaCommand::Group { op, .. } => !matches!(op, G::Create { .. }),
             MetaCommand::Policy { .. } | MetaCommand::Settings { .. } => true,
         }
     }
@@ -226,9 +227,28 @@ pub struct MetaState {
     invitations: BTreeMap<String, BTreeSet<String>>,
     /// user → followed room → seq read up to.
     followed: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Log index of the last applied change that may have revoked a right: every shard must be
+    /// fenced at least this high (see `shard::decide_post`).
+    revoked_at: u64,
 }
 
 impl MetaState {
+    /// Apply the command at log `index`: [`MetaState::apply`], and remember the index when an
+    /// applied change may have revoked a right, so shards can be fenced even if the node that
+    /// proposed it fails before fencing them.
+    pub fn apply_at(&mut self, index: u64, cmd: &MetaCommand) -> Result<MetaOutcome, ApiError> {
+        let r = self.apply(cmd);
+        if r.is_ok() && cmd.may_revoke_access() {
+            self.revoked_at = self.revoked_at.max(index);
+        }
+        r
+    }
+
+    /// See [`MetaState::apply_at`].
+    pub fn revoked_at(&self) -> u64 {
+        self.revoked_at
+    }
+
     pub fn user(&self, name: &str) -> Option<&UserRecord> {
         self.users.get(name)
     }

@@ -959,6 +959,11 @@ fn only_changes_that_can_only_grant_skip_the_shard_fence() {
             member: user(),
         }),
         group(G::Delete { name: "g".into() }),
+        // A category may deny the group.
+        group(G::AddMember {
+            group: "g".into(),
+            member: user(),
+        }),
         MetaCommand::Policy {
             by: by(),
             scope: PolicyScope::Global,
@@ -994,10 +999,6 @@ fn only_changes_that_can_only_grant_skip_the_shard_fence() {
             list: PrincipalList::Denied,
             principal: user(),
         }),
-        group(G::AddMember {
-            group: "g".into(),
-            member: user(),
-        }),
         MetaCommand::Follow {
             by: "ann".into(),
             room: "r".into(),
@@ -1012,4 +1013,32 @@ fn only_changes_that_can_only_grant_skip_the_shard_fence() {
     for cmd in &granting {
         assert!(!cmd.may_revoke_access(), "{cmd:?}");
     }
+}
+
+#[test]
+fn the_last_revoking_index_is_kept_only_for_applied_revoking_changes() {
+    let mut s = state();
+    assert_eq!(s.revoked_at(), 0);
+    s.apply_at(7, &cat("c", &[Principal::Everyone], &[], &[]))
+        .unwrap();
+    assert_eq!(s.revoked_at(), 0, "creating grants nothing away");
+    let deny = MetaCommand::Category {
+        by: ADMIN.into(),
+        op: stoa_proto::CategoryOp::AddPrincipal {
+            category: "c".into(),
+            list: PrincipalList::Denied,
+            principal: Principal::User("ann".into()),
+        },
+    };
+    s.apply_at(9, &deny).unwrap();
+    assert_eq!(s.revoked_at(), 9);
+    // Refused: nothing changed, nothing to fence.
+    let elsewhere = MetaCommand::Category {
+        by: ADMIN.into(),
+        op: stoa_proto::CategoryOp::Remove {
+            name: "no-such-category".into(),
+        },
+    };
+    assert!(s.apply_at(12, &elsewhere).is_err());
+    assert_eq!(s.revoked_at(), 9);
 }

@@ -254,8 +254,9 @@ async fn fence_shards(s: &Session, index: u64) -> Result<(), ApiError> {
             return Err(ApiError::new(
                 e.code,
                 format!(
-                    "the change is applied, but shard g{g} could not be told yet, so posts checked \
-                     before it may still be accepted there: {}",
+                    "the change is applied; shard g{g} could not be fenced yet (its leader will do \
+                     it when it can), so posts checked before the change may still be accepted \
+                     there meanwhile: {}",
                     e.message
                 ),
             ));
