@@ -15,9 +15,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 impl Client {
     /// Posts a file to `room` with `text`. The node refuses a file that is too large or not
-    /// allowed before any byte is sent. On connection loss or a retryable error the whole upload
-    /// is sent again with the same client message id (so it is posted once) until
-    /// `retry_deadline`.
+    /// allowed before any byte is sent. On connection loss (an upload lives on one connection), a
+    /// timeout or a retryable error, the whole upload is sent again with the same client message
+    /// id (so it is posted once) until `retry_deadline`.
     pub async fn upload(
         &self,
         room: &str,
@@ -41,7 +41,7 @@ impl Client {
                 Err(e) => e,
             };
             let retry = match &err {
-                ClientError::ConnectionLost(_) => true,
+                ClientError::ConnectionLost(_) | ClientError::Timeout(_) => true,
                 ClientError::Api(e) => e.code.is_retryable(),
                 _ => false,
             };
@@ -79,7 +79,7 @@ impl Client {
                 offset: offset as u64,
                 data: data.slice(offset..end),
             };
-            match self.shared().call(request, None).await? {
+            match self.shared().call(request, None).await.map_err(lost)? {
                 Response::UploadReceived { .. } => offset = end,
                 other => return Err(ClientError::Protocol(unexpected("UploadReceived", &other))),
             }
@@ -87,7 +87,8 @@ impl Client {
         match self
             .shared()
             .call(Request::UploadCommit { upload }, None)
-            .await?
+            .await
+            .map_err(lost)?
         {
             Response::FilePosted { seq, ts_ms, file } => Ok((Posted { seq, ts_ms }, file)),
             other => Err(ClientError::Protocol(unexpected("FilePosted", &other))),
@@ -137,11 +138,23 @@ impl Client {
     }
 }
 
+/// An upload lives on the connection that began it: when a chunk or the commit went out on a new
+/// connection (the SDK resends requests after a reconnect), the node no longer knows the upload.
+/// That is a lost connection for [`Client::upload`], which starts again.
+fn lost(e: ClientError) -> ClientError {
+    match e {
+        ClientError::Api(api) if api.code == ErrorCode::NotFound => {
+            ClientError::ConnectionLost(format!("upload lost with its connection: {}", api.message))
+        }
+        other => other,
+    }
+}
+
 fn check(file: &FileRef, data: Vec<u8>) -> Result<(FileRef, Vec<u8>)> {
     let got = sha256_hex(&data);
     if data.len() as u64 != file.size || got != file.sha256 {
         return Err(ClientError::Api(ApiError::new(
-            ErrorCode::Internal,
+            ErrorCode::Invalid,
             format!(
                 "downloaded {} bytes with SHA-256 {got}; the file has {} bytes with SHA-256 {}",
                 data.len(),

@@ -248,19 +248,9 @@ impl Fanout {
             }
             Applied::Replaced(room, messages) => {
                 let name = messages.first().map(|m| m.room.clone())?;
-                // Moderation may change many messages: split them over frames that fit.
                 let mut frames = Vec::new();
                 for part in messages.chunks(REPLACED_PER_FRAME) {
-                    let event = Event::Replaced {
-                        room: name.clone(),
-                        messages: part.to_vec(),
-                    };
-                    match encode_frame(&ServerFrame::Event(event), max) {
-                        Ok(f) => frames.push(f),
-                        Err(e) => {
-                            tracing::error!(room, error = %e, "cannot encode a moderation event")
-                        }
-                    }
+                    replaced_frames(&name, part, max, &mut frames);
                 }
                 Some((room, Delivery::Replaced(frames)))
             }
@@ -342,8 +332,28 @@ impl Fanout {
     }
 }
 
-/// Messages of a moderation event per frame: small enough for any frame limit with long texts.
+/// Messages of a moderation event per frame, at most; fewer when they do not fit the frame limit.
 const REPLACED_PER_FRAME: usize = 64;
+
+/// Encode `messages` as `Event::Replaced` frames within `max` bytes each, halving a part that does
+/// not fit. Moderation may change many messages with texts up to the replacement limit.
+fn replaced_frames(room: &str, messages: &[ChatMessage], max: usize, out: &mut Vec<Bytes>) {
+    let event = Event::Replaced {
+        room: room.to_string(),
+        messages: messages.to_vec(),
+    };
+    match encode_frame(&ServerFrame::Event(event), max) {
+        Ok(f) => out.push(f),
+        Err(_) if messages.len() > 1 => {
+            let (a, b) = messages.split_at(messages.len() / 2);
+            replaced_frames(room, a, max, out);
+            replaced_frames(room, b, max, out);
+        }
+        Err(e) => {
+            tracing::error!(room, seq = %messages[0].seq, error = %e, "a moderated message does not fit a frame")
+        }
+    }
+}
 
 /// A change applied in a room's shard, encoded as the frames its subscribers get.
 pub enum Delivery {
@@ -755,5 +765,38 @@ impl Handler<RoomMsg> for RoomActor {
             RoomMsg::Roster => self.roster_dirty = true,
         }
         self.refresh_roster();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_events_are_split_to_fit_the_frame_limit() {
+        let m = |seq| ChatMessage {
+            room: "r".into(),
+            seq: Seq(seq),
+            author: "a".into(),
+            text: "x".repeat(4000),
+            ts_ms: 1,
+            alert: false,
+            moderated: Some(stoa_proto::Moderation::Replaced),
+            file: None,
+        };
+        let messages: Vec<ChatMessage> = (1..=20).map(m).collect();
+        let mut frames = Vec::new();
+        replaced_frames("r", &messages, 16 << 10, &mut frames);
+        assert!(frames.len() >= 5, "{} frames", frames.len());
+        let mut seqs = Vec::new();
+        for f in &frames {
+            assert!(f.len() <= (16 << 10) + stoa_proto::FRAME_HEADER_BYTES);
+            let ev: ServerFrame = stoa_proto::decode(&f[stoa_proto::FRAME_HEADER_BYTES..]).unwrap();
+            let ServerFrame::Event(Event::Replaced { messages, .. }) = ev else {
+                panic!("{ev:?}")
+            };
+            seqs.extend(messages.iter().map(|m| m.seq.0));
+        }
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "all of them, in order");
     }
 }

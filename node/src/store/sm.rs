@@ -235,10 +235,16 @@ impl ShardView {
         let group = self.group;
         blocking(move || {
             let mut out = Vec::with_capacity(limit.min(1 << 20));
-            let mut at = 0u64;
+            // Chunks have a fixed size, so the page starts in chunk offset / size.
+            let chunk = crate::net::session::STORED_CHUNK_BYTES as u64;
+            let first = u32::try_from(offset / chunk).unwrap_or(u32::MAX);
+            let mut at = u64::from(first) * chunk;
+            let prefix = keys::file_chunk(group, room_id, &file_id, None);
+            let start = keys::file_chunk(group, room_id, &file_id, Some(first));
             for kv in store
                 .sm
-                .scan_prefix(keys::file_chunk(group, room_id, &file_id, None))
+                .range(start..)
+                .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             {
                 let (_, chunk) = kv.map_err(read_err)?;
                 let end = at + chunk.len() as u64;

@@ -49,7 +49,8 @@ pub enum ModerateCommand {
     /// Remove every message of ROOM posted at or before --through (administrators).
     Clear {
         room: String,
-        /// Time: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS` (UTC) or ms since the epoch.
+        /// Time: `YYYY-MM-DD` (its first instant, 00:00:00 UTC: the day itself is kept),
+        /// `YYYY-MM-DDTHH:MM:SS` (UTC) or ms since the epoch.
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         through: u64,
     },
@@ -139,8 +140,16 @@ pub async fn file(
             output: target,
         } => {
             let (file, data) = client.download(&room, &file_id).await?;
-            let target = target.unwrap_or_else(|| PathBuf::from(&file.name));
-            if target.as_os_str() == "-" {
+            let to_stdout = target.as_ref().is_some_and(|t| t.as_os_str() == "-");
+            // A file's own name is always a file in the current directory (`./-` for a file
+            // named "-"), whatever path the name might try to hold.
+            let target = target.unwrap_or_else(|| {
+                let name = std::path::Path::new(&file.name)
+                    .file_name()
+                    .map_or_else(|| "download".into(), |n| n.to_os_string());
+                PathBuf::from(".").join(name)
+            });
+            if to_stdout {
                 out.write_all(&data)?;
                 return Ok(());
             }

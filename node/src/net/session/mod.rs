@@ -8,7 +8,7 @@
 
 mod ops;
 
-pub use ops::{new_token, now_ms};
+pub use ops::{new_token, now_ms, STORED_CHUNK_BYTES};
 
 use crate::fanout::{next_subscriber_id, Lagged, Subscriber};
 use crate::node::NodeCtx;
@@ -48,7 +48,6 @@ pub(crate) struct Session {
     rate: Mutex<RateLimit>,
     /// File uploads in progress, by the id this session gave them.
     uploads: Mutex<HashMap<u64, ops::Upload>>,
-    next_upload: std::sync::atomic::AtomicU64,
 }
 
 /// Serve a client connection until it closes.
@@ -142,7 +141,6 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
         out,
         rooms: Mutex::default(),
         uploads: Mutex::default(),
-        next_upload: std::sync::atomic::AtomicU64::new(1),
     });
     let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max));
     // No timeout on reading frames: a client that only listens sends nothing for as long as it

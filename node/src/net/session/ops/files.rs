@@ -28,7 +28,13 @@ pub(in crate::net::session) struct Upload {
     _reserved: OwnedSemaphorePermit,
 }
 
-/// Bytes of one upload chunk or download page: small enough for this node's frame limit.
+/// Bytes of one replicated chunk (`FileChunk` entry). Fixed, never derived from a node's
+/// configuration: chunks are keyed by index, so every try of an upload, through any node, must cut
+/// the file the same way (and `ShardView::read_file` seeks by it).
+pub const STORED_CHUNK_BYTES: usize = FILE_CHUNK_BYTES_MAX;
+
+/// Bytes of one upload chunk or download page on the wire: small enough for this node's frame
+/// limit.
 pub(in crate::net::session) fn chunk_bytes_max(s: &Session) -> usize {
     FILE_CHUNK_BYTES_MAX.min(s.ctx.config.limits.frame_bytes_max / 2)
 }
@@ -127,9 +133,9 @@ pub(super) async fn begin(s: &Session, b: UploadBegin) -> Result<Response, ApiEr
             format!("at most {UPLOADS_PER_CONNECTION_MAX} uploads at once per connection"),
         ));
     }
-    let id = s
-        .next_upload
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Random, so a chunk meant for an upload of a lost connection, resent on a new one, finds no
+    // upload rather than someone else's.
+    let id = rand::random::<u64>();
     uploads.insert(
         id,
         Upload {
@@ -185,6 +191,10 @@ pub(super) async fn chunk(
         uploads.remove(&upload);
         return Err(e);
     }
+    if u.data.is_empty() {
+        // Exactly the announced size, once bytes come: no doubling beyond the reservation.
+        u.data.reserve_exact(u.begin.size as usize);
+    }
     u.data.extend_from_slice(&data);
     Ok(Response::UploadReceived {
         bytes: u.data.len() as u64,
@@ -234,8 +244,7 @@ pub(super) async fn commit(s: &Session, upload: u64) -> Result<Response, ApiErro
         sha256,
     };
     let group = GroupId(room.shard);
-    let step = chunk_bytes_max(s);
-    for (index, part) in (0u32..).zip(data.chunks(step.max(1))) {
+    for (index, part) in (0u32..).zip(data.chunks(STORED_CHUNK_BYTES)) {
         let cmd = Command::FileChunk(FileChunk {
             room_id: room.id,
             file_id: file.id.clone(),

@@ -16,6 +16,7 @@ mod personal;
 mod presence;
 
 pub(super) use files::Upload;
+pub use files::STORED_CHUNK_BYTES;
 pub use messages::{new_token, now_ms};
 
 use super::{Session, DIRECTORY_LAG_WAIT};
