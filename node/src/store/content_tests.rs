@@ -352,3 +352,39 @@ async fn a_fence_sends_back_posts_checked_against_an_older_directory_and_survive
     assert!(r[1].is_ok());
     drop(dir);
 }
+
+#[tokio::test]
+async fn one_moderation_entry_changes_a_bounded_number_of_messages_and_rounds_finish() {
+    use super::sm::MODERATED_PER_ENTRY_MAX;
+    let mut shard = Shard::new().await;
+    let n = MODERATED_PER_ENTRY_MAX + 5;
+    let posts = (0..n)
+        .map(|i| post(&format!("m{i}"), "ann", "spam spam", i))
+        .collect();
+    shard.apply(vec![Command::Posts(posts)]).await;
+    let everything = MessageFilter {
+        room: Some("r".into()),
+        ..Default::default()
+    };
+    let replace = ModerationAction::Replace { text: None };
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let r = shard
+            .apply(vec![moderate(everything.clone(), replace.clone())])
+            .await;
+        rounds.push(r[0].clone());
+    }
+    // The same replacement again changes nothing, so the rounds end.
+    assert_eq!(
+        rounds,
+        vec![
+            CommandResult::Moderated(Ok(MODERATED_PER_ENTRY_MAX)),
+            CommandResult::Moderated(Ok(5)),
+            CommandResult::Moderated(Ok(0)),
+        ]
+    );
+    let r = shard
+        .apply(vec![moderate(everything, ModerationAction::Remove)])
+        .await;
+    assert_eq!(r[0], CommandResult::Moderated(Ok(MODERATED_PER_ENTRY_MAX)));
+}

@@ -24,6 +24,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use stoa_proto::{ApiError, ErrorCode, Message, Seq};
 use tokio::sync::{mpsc, watch};
 
+/// Messages one `Moderate` entry changes at most, so one apply holds a bounded batch and event
+/// list; a command that reaches it is proposed again until it changes fewer. Deterministic: every
+/// replica stops at the same message.
+pub const MODERATED_PER_ENTRY_MAX: u64 = 10_000;
+
 /// What a shard applied, in log order, for live fan-out and the search index.
 #[derive(Debug, Clone)]
 pub enum Applied {
@@ -595,10 +600,17 @@ impl Inner {
             .sm
             .scan_prefix(keys::messages_of(self.group, m.room_id))
         {
+            if count >= MODERATED_PER_ENTRY_MAX {
+                break; // the proposer sends the command again for the rest
+            }
             let (k, v) = kv.map_err(read_err)?;
             let stored: StoredMessage = decode_stored(&k, &v)?;
             if !moderation::selects(&m.filter, &stored) {
                 continue;
+            }
+            let new = moderation::moderate(&stored, &m.action);
+            if new == stored {
+                continue; // replaced with this very text already: nothing to change or count
             }
             let (Some(room_id), Some(seq)) = (keys::message_room(&k), keys::message_seq(&k)) else {
                 continue;
@@ -607,7 +619,6 @@ impl Inner {
             if !self.store.sm.contains_key(&original).map_err(read_err)? {
                 seg.batch.insert(original, v.to_vec());
             }
-            let new = moderation::moderate(&stored, &m.action);
             seg.batch.insert(k.to_vec(), encode_stored(&new)?);
             count += 1;
             let name = names.get(&room_id).cloned().unwrap_or_default();

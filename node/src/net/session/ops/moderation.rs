@@ -5,6 +5,7 @@ use super::directory::require_admin;
 use super::Session;
 use crate::domain::moderation;
 use crate::raft::{Command, CommandResult, GroupId, Moderate};
+use crate::store::sm::MODERATED_PER_ENTRY_MAX;
 use stoa_proto::{ApiError, ErrorCode, MessageFilter, ModerateOp, ModerationAction, Response};
 
 pub(super) async fn moderate(s: &Session, op: ModerateOp) -> Result<Response, ApiError> {
@@ -35,19 +36,27 @@ pub(super) async fn moderate(s: &Session, op: ModerateOp) -> Result<Response, Ap
     };
     let mut messages = 0;
     for (shard, room_id) in targets {
-        let cmd = Command::Moderate(Moderate {
-            room_id,
-            filter: filter.clone(),
-            action: action.clone(),
-        });
-        // Answer once this node shows the change, so the administrator's next read sees it.
-        match s.ctx.proposals.propose_and_see(GroupId(shard), cmd).await? {
-            CommandResult::Moderated(r) => messages += r?,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::Internal,
-                    format!("unexpected answer {other:?}"),
-                ))
+        // A shard changes at most MODERATED_PER_ENTRY_MAX messages per entry, and never one the
+        // action would leave as it is: send the command again until a round changes fewer.
+        loop {
+            let cmd = Command::Moderate(Moderate {
+                room_id,
+                filter: filter.clone(),
+                action: action.clone(),
+            });
+            // Answer once this node shows the change, so the administrator's next read sees it.
+            let n = match s.ctx.proposals.propose_and_see(GroupId(shard), cmd).await? {
+                CommandResult::Moderated(r) => r?,
+                other => {
+                    return Err(ApiError::new(
+                        ErrorCode::Internal,
+                        format!("unexpected answer {other:?}"),
+                    ))
+                }
+            };
+            messages += n;
+            if n < MODERATED_PER_ENTRY_MAX {
+                break;
             }
         }
     }
