@@ -89,6 +89,8 @@ impl TestCluster {
             c.raft.rpc_timeout_ms = 1000;
             // A short QUIC idle timeout also bounds how long a restarted node waits for its port.
             c.limits.client_idle_timeout_ms = 5000;
+            // Tests search right after posting; the default (5 s) suits load, not tests.
+            c.chat.search_commit_interval_ms = 200;
             tweak(c);
         }
         let cluster = LocalCluster::start(dir.path(), configs)

@@ -158,6 +158,11 @@ sections! {
         /// The cluster's initial value, applied once by the bootstrapping node when it sets the
         /// cluster up; afterwards the replicated setting rules (`stoa config set`).
         pub default_chat_history: u32 = 30,
+        /// How often the message search index commits, in milliseconds; 100..=60000. A new
+        /// message becomes searchable within about this time. Each commit writes and syncs index
+        /// files, which delays Raft's log flushes on the same disk: at 1 s, W1's fixed-load p99
+        /// was 141 ms; at 5 s, 83 ms.
+        pub search_commit_interval_ms: u64 = 5000,
     }
 
     /// Presence: how nodes tell each other who is connected to which room. Each node sends every

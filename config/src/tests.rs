@@ -148,6 +148,7 @@ fn a_full_file_parses() {
 
         [chat]
         default_chat_history = 50
+        search_commit_interval_ms = 2000
     "#;
     let c = NodeConfig::from_toml_str(text, &[]).unwrap();
     let expected = NodeConfig {
@@ -202,6 +203,7 @@ fn a_full_file_parses() {
         },
         chat: ChatSection {
             default_chat_history: 50,
+            search_commit_interval_ms: 2000,
         },
         presence: PresenceSection::default(),
     };

@@ -38,6 +38,12 @@ impl NodeConfig {
             DEFAULT_CHAT_HISTORY_MIN,
             DEFAULT_CHAT_HISTORY_MAX,
         )?;
+        in_range(
+            "chat.search_commit_interval_ms",
+            chat.search_commit_interval_ms,
+            100,
+            60_000,
+        )?;
 
         // `as u64` below widens usize, which is at most 64 bits on every supported target.
         let must_be_positive = [

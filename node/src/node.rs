@@ -120,7 +120,11 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         shards.push(view);
     }
     drop(applied_tx);
-    let index_task = tokio::spawn(search.clone().run(shards.clone(), index_rx));
+    let index_task = tokio::spawn(search.clone().run(
+        shards.clone(),
+        index_rx,
+        Duration::from_millis(config.chat.search_commit_interval_ms),
+    ));
     let rafts = Arc::new(rafts);
     let rpc_timeout = Duration::from_millis(config.raft.rpc_timeout_ms);
     let proposals = Proposals::new(

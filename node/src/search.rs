@@ -1,8 +1,9 @@
 //! Full-text search of messages with tantivy: one index per node under `DATA_DIR/search`, fed by
 //! the messages its shards apply, queried for the rooms a user may read.
 //!
-//! Durability: the index commits about once a second, and every commit carries, as its payload,
-//! the last indexed seq of each room. On start the node re-indexes, from sled, whatever the shards
+//! Durability: the index commits every `chat.search_commit_interval_ms` (5 s by default: each
+//! commit syncs files, which delays Raft's flushes on the same disk), and every commit carries,
+//! as its payload, the last indexed seq of each room. On start the node re-indexes, from sled, whatever the shards
 //! hold beyond that (everything, when the index is missing), so a crash or a lost index directory
 //! costs a re-index, never a missing message. Only (room, seq, author, time) are stored in the index;
 //! the text is read back from sled, so removed or replaced text never lingers in results.
@@ -28,7 +29,6 @@ use tokio::sync::mpsc;
 pub const RESULTS_PAGE_MAX: u32 = 100;
 /// Memory the index writer may buffer before it flushes a segment.
 const WRITER_BYTES: usize = 32 << 20;
-const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -246,18 +246,19 @@ impl SearchIndex {
         Ok(added)
     }
 
-    /// Catch up from sled, then index what arrives on `rx`, committing about once a second.
+    /// Catch up from sled, then index what arrives on `rx`, committing every `commit_every`.
     pub async fn run(
         self: Arc<Self>,
         shards: Vec<ShardView>,
         mut rx: mpsc::Receiver<Vec<IndexOp>>,
+        commit_every: Duration,
     ) {
         match self.catch_up(&shards).await {
             Ok(n) if n > 0 => tracing::info!(messages = n, "search index caught up from storage"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "search index catch-up failed"),
         }
-        let mut tick = tokio::time::interval(COMMIT_EVERY);
+        let mut tick = tokio::time::interval(commit_every);
         let mut dirty = false;
         loop {
             tokio::select! {

@@ -73,6 +73,8 @@ impl LocalCluster {
                 c.cluster.shards = shards;
                 c.cluster.peers = peers.clone();
                 c.cluster.bootstrap = i == 0;
+                // Someone trying the demo searches for what they just posted.
+                c.chat.search_commit_interval_ms = 1000;
                 c
             })
             .collect()
