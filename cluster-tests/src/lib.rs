@@ -369,13 +369,29 @@ impl TestCluster {
 
     /// 0-based index of the node leading the shard that holds `room`, from a running node's view.
     pub fn shard_leader(&self, room: &str) -> Option<usize> {
-        let node = self.cluster.nodes.iter().flatten().next()?;
-        let shard = node.ctx.meta.read(|m| m.room(room).map(|r| r.shard))?;
-        let leader = node.rafts[GroupId(shard).0 as usize]
-            .metrics()
-            .borrow()
-            .current_leader?;
-        Some(leader as usize - 1)
+        let running = self.cluster.nodes.iter().position(Option::is_some)?;
+        self.shard_leader_seen_by(running, room)
+    }
+
+    /// A client of node `i` only, signed in with `token`. A user just created through another
+    /// node may take a moment to reach node `i`'s directory: "unknown token" is tried again for
+    /// up to 20 s.
+    pub async fn user_client(&self, i: usize, token: &str) -> Client {
+        let cfg = ClientConfig::from_files(vec![self.addr(i)], token, self.cluster.ca_pem_path())
+            .expect("CA readable");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match Client::connect(cfg.clone()).await {
+                Ok(c) => return c,
+                Err(e)
+                    if e.code() == Some(stoa_proto::ErrorCode::Unauthenticated)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node {} refuses the user: {e}", i + 1),
+            }
+        }
     }
 
     pub async fn shutdown(mut self) {

@@ -182,13 +182,17 @@ impl SearchIndex {
                     ))?;
                 }
                 IndexOp::Remove { room_id, seqs } => {
-                    for seq in seqs {
-                        let query = BooleanQuery::new(vec![
-                            (Occur::Must, term_query(f.room, *room_id)),
-                            (Occur::Must, term_query(f.seq, seq.0)),
-                        ]);
-                        writer.delete_query(Box::new(query))?;
-                    }
+                    // One delete for the whole set: a clear can remove thousands at once.
+                    let query = BooleanQuery::new(vec![
+                        (Occur::Must, term_query(f.room, *room_id)),
+                        (
+                            Occur::Must,
+                            Box::new(TermSetQuery::new(
+                                seqs.iter().map(|s| Term::from_field_u64(f.seq, s.0)),
+                            )),
+                        ),
+                    ]);
+                    writer.delete_query(Box::new(query))?;
                 }
             }
         }

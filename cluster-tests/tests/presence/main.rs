@@ -5,11 +5,8 @@
 mod t10_roster;
 mod t50_faults;
 
-use cluster_tests::TestCluster;
 use std::time::Duration;
-use stoa_client::{
-    apply_roster_change, Client, ClientConfig, ErrorCode, RosterChange, RosterStream,
-};
+use stoa_client::{apply_roster_change, Client, RosterChange, RosterStream};
 
 /// How long any roster change may take to show: generous, the exchange is sub-second.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -18,26 +15,6 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub fn fast_presence(c: &mut stoa_config::NodeConfig) {
     c.presence.report_interval_ms = 200;
     c.presence.expiry_ms = 1000;
-}
-
-/// A client of node `i` only, signed in with `token`. A user just created through another node
-/// may take a moment to reach node `i`'s directory: "unknown token" is tried again until [`WAIT`].
-pub async fn user_on(tc: &TestCluster, i: usize, token: &str) -> Client {
-    let cfg = ClientConfig::from_files(vec![tc.addr(i)], token, tc.cluster.ca_pem_path())
-        .expect("CA readable");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match Client::connect(cfg.clone()).await {
-            Ok(c) => return c,
-            Err(e)
-                if e.code() == Some(ErrorCode::Unauthenticated)
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("node {} refuses the user: {e}", i + 1),
-        }
-    }
 }
 
 /// A client's copy of one room's roster, kept from its roster events.

@@ -1,4 +1,4 @@
-use crate::{fast_presence, user_on, Watch, WAIT};
+use crate::{fast_presence, Watch, WAIT};
 use cluster_tests::{eventually, init_tracing, TestCluster};
 use stoa_client::{ErrorCode, Roster, RosterChange, SettingsChange};
 use tracing::info;
@@ -14,7 +14,7 @@ async fn t10_users_on_different_nodes_see_each_other_join_and_leave() {
     let bob_token = admin.create_user("bob", false).await.expect("bob");
 
     info!("--- ann follows the room on node 1: she is told the roster, then herself joining");
-    let ann = user_on(&tc, 0, &ann_token).await;
+    let ann = tc.user_client(0, &ann_token).await;
     let mut ann_sees = Watch::new(&ann, ROOM);
     ann.subscribe(ROOM, None).await.expect("subscribe");
     ann_sees.until_names(&["ann"]).await;
@@ -25,7 +25,7 @@ async fn t10_users_on_different_nodes_see_each_other_join_and_leave() {
     );
 
     info!("--- bob joins on node 3: ann sees him arrive; his first roster has ann");
-    let bob = user_on(&tc, 2, &bob_token).await;
+    let bob = tc.user_client(2, &bob_token).await;
     let mut bob_sees = Watch::new(&bob, ROOM);
     bob.join(ROOM).await.expect("join");
     ann_sees.until_names(&["ann", "bob"]).await;
@@ -45,7 +45,7 @@ async fn t10_users_on_different_nodes_see_each_other_join_and_leave() {
     assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
 
     info!("--- bob connected twice (node 2 and node 3) counts once, and stays until both leave");
-    let bob_again = user_on(&tc, 1, &bob_token).await;
+    let bob_again = tc.user_client(1, &bob_token).await;
     bob_again.subscribe(ROOM, None).await.expect("subscribe");
     let node1 = tc.cluster.node(0).ctx.fanout.presence().clone();
     let room_id = tc
@@ -101,15 +101,15 @@ async fn t10_above_the_limit_clients_get_one_notice_then_nothing_then_the_roster
     admin.settings_set(set(2)).await.expect("limit 2");
 
     info!("--- ann (node 1) and bob (node 3): at the limit, updates flow");
-    let ann = user_on(&tc, 0, &tokens[0]).await;
+    let ann = tc.user_client(0, &tokens[0]).await;
     let mut ann_sees = Watch::new(&ann, ROOM);
     ann.subscribe(ROOM, None).await.expect("subscribe");
-    let bob = user_on(&tc, 2, &tokens[1]).await;
+    let bob = tc.user_client(2, &tokens[1]).await;
     bob.subscribe(ROOM, None).await.expect("subscribe");
     ann_sees.until_names(&["ann", "bob"]).await;
 
     info!("--- cy (node 2) makes 3: one notice with the count");
-    let cy = user_on(&tc, 1, &tokens[2]).await;
+    let cy = tc.user_client(1, &tokens[2]).await;
     let mut cy_sees = Watch::new(&cy, ROOM);
     cy.subscribe(ROOM, None).await.expect("subscribe");
     ann_sees.until("the notice", |w| w.over.is_some()).await;
@@ -121,7 +121,7 @@ async fn t10_above_the_limit_clients_get_one_notice_then_nothing_then_the_roster
     cy_sees.until("cy's notice", |w| w.over.is_some()).await;
 
     info!("--- dan (node 1) makes 4: no update, the read says the count");
-    let dan = user_on(&tc, 0, &tokens[3]).await;
+    let dan = tc.user_client(0, &tokens[3]).await;
     dan.subscribe(ROOM, None).await.expect("subscribe");
     let over4 = Roster::OverLimit { count: 4, limit: 2 };
     eventually(WAIT, "4 participants", || async {

@@ -1,4 +1,4 @@
-use crate::{fast_presence, user_on, Watch, WAIT};
+use crate::{fast_presence, Watch, WAIT};
 use cluster_tests::{eventually, init_tracing, TestCluster};
 use stoa_client::Roster;
 use tracing::info;
@@ -14,10 +14,10 @@ async fn t50_a_stopped_nodes_participants_disappear_and_a_restart_keeps_none() {
     let bob_token = admin.create_user("bob", false).await.expect("bob");
 
     info!("--- ann on node 1, bob on node 3");
-    let ann = user_on(&tc, 0, &ann_token).await;
+    let ann = tc.user_client(0, &ann_token).await;
     let mut ann_sees = Watch::new(&ann, ROOM);
     ann.subscribe(ROOM, None).await.expect("subscribe");
-    let bob = user_on(&tc, 2, &bob_token).await;
+    let bob = tc.user_client(2, &bob_token).await;
     bob.subscribe(ROOM, None).await.expect("subscribe");
     ann_sees.until_names(&["ann", "bob"]).await;
 
@@ -33,7 +33,7 @@ async fn t50_a_stopped_nodes_participants_disappear_and_a_restart_keeps_none() {
     info!("--- node 3 restarts: it reports no one, and its new participants show");
     tc.restart(2).await;
     let cy_token = admin.create_user("cy", false).await.expect("cy");
-    let cy = user_on(&tc, 2, &cy_token).await;
+    let cy = tc.user_client(2, &cy_token).await;
     cy.subscribe(ROOM, None).await.expect("subscribe");
     ann_sees.until_names(&["ann", "cy"]).await;
     let fresh = tc.client(2).await;

@@ -36,21 +36,10 @@ async fn t30_disabling_a_room_ends_live_delivery_everywhere_and_refuses_posts() 
         .create_user("ann", false)
         .await
         .expect("create ann");
-    let ann = |i: usize| {
-        let cfg = stoa_client::ClientConfig::from_files(
-            vec![tc.addr(i)],
-            token.clone(),
-            tc.cluster.ca_pem_path(),
-        )
-        .expect("ca");
-        stoa_client::Client::connect(cfg)
-    };
+    let ann = |i: usize| tc.user_client(i, &token);
 
     info!("--- ann follows the room from nodes 2 and 3 and receives a post");
-    let (a2, a3) = (
-        ann(1).await.expect("connect"),
-        ann(2).await.expect("connect"),
-    );
+    let (a2, a3) = (ann(1).await, ann(2).await);
     let mut e2 = a2.events().expect("events");
     a2.subscribe(ROOM, None).await.expect("subscribe");
     a3.subscribe(ROOM, None).await.expect("subscribe");
@@ -152,12 +141,7 @@ async fn t30_invitations_followed_rooms_and_message_search() {
         .room_role("ops", stoa_proto::Role::Member, "ann", true)
         .await
         .expect("add member");
-    let cfg =
-        stoa_client::ClientConfig::from_files(vec![tc.addr(2)], token, tc.cluster.ca_pem_path())
-            .expect("ca");
-    let ann = stoa_client::Client::connect(cfg)
-        .await
-        .expect("ann connects");
+    let ann = tc.user_client(2, &token).await;
     assert_eq!(
         ann.invitations().await.expect("invitations"),
         vec!["ops".to_string()]
@@ -240,10 +224,7 @@ async fn t30_a_post_checked_before_a_revocation_is_sent_back_after_it() {
         .room_role(ROOM, Role::Member, "ann", true)
         .await
         .expect("ann is a member");
-    let cfg =
-        stoa_client::ClientConfig::from_files(vec![tc.addr(1)], token, tc.cluster.ca_pem_path())
-            .expect("ca");
-    let ann = stoa_client::Client::connect(cfg).await.expect("connect");
+    let ann = tc.user_client(1, &token).await;
     ann.post_with_id(ROOM, "while a member", "p1", false)
         .await
         .expect("a member posts");

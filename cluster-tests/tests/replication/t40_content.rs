@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use cluster_tests::{init_tracing, TestCluster};
 use std::time::Duration;
-use stoa_client::{Client, ClientConfig, ErrorCode, Seq};
+use stoa_client::{Client, ErrorCode, Seq};
 use stoa_proto::{
     CategorySpec, Invitations, KeywordMatch, MessageFilter, MessageQuery, ModerateOp, Moderation,
     ModerationAction, Principal, Privacy, RoomSpec, RoomType, SettingsChange, DEFAULT_REPLACEMENT,
@@ -17,9 +17,7 @@ async fn user(tc: &TestCluster, name: &str, node: usize) -> Client {
         .create_user(name, false)
         .await
         .expect("create user");
-    let cfg =
-        ClientConfig::from_files(vec![tc.addr(node)], token, tc.cluster.ca_pem_path()).expect("ca");
-    Client::connect(cfg).await.expect("connect")
+    tc.user_client(node, &token).await
 }
 
 async fn category_and_room(admin: &Client, category: &str, room: &str, file_upload: bool) {

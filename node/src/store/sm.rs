@@ -42,6 +42,7 @@ pub enum Applied {
 #[derive(Default)]
 struct Segment {
     batch: sled::Batch,
+    /// The directory as changed by this segment (meta group; copied at its first command).
     meta: Option<MetaState>,
     /// Heads and dedup records changed in this segment, seen before it is written.
     heads: HashMap<u64, RoomHead>,
@@ -405,13 +406,7 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let mut results = Vec::with_capacity(entries.len());
-        let mut seg = Segment {
-            meta: match &self.kind {
-                Kind::Meta(view) => Some(view.read(|s| s.clone())),
-                Kind::Shard { .. } => None,
-            },
-            ..Default::default()
-        };
+        let mut seg = Segment::default();
 
         for entry in entries {
             // Commands that read stored messages or chunks see everything applied before them.
@@ -425,9 +420,13 @@ impl Inner {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     CommandResult::None
                 }
-                EntryPayload::Normal(Command::Meta(cmd)) => match seg.meta.as_mut() {
-                    Some(state) => CommandResult::Meta(state.apply_at(entry.log_id.index, &cmd)),
-                    None => CommandResult::Meta(Err(wrong_group(self.group))),
+                EntryPayload::Normal(Command::Meta(cmd)) => match &self.kind {
+                    // One copy of the directory per segment, changed in place, moved to readers.
+                    Kind::Meta(view) => {
+                        let state = seg.meta.get_or_insert_with(|| view.read(|s| s.clone()));
+                        CommandResult::Meta(state.apply_at(entry.log_id.index, &cmd))
+                    }
+                    Kind::Shard { .. } => CommandResult::Meta(Err(wrong_group(self.group))),
                 },
                 EntryPayload::Normal(Command::Posts(posts)) => match self.shard_view() {
                     Some(view) => CommandResult::Posts(self.apply_posts(view, &mut seg, posts)?),
@@ -443,9 +442,7 @@ impl Inner {
                 },
                 EntryPayload::Normal(Command::Fence { meta_index }) => {
                     if let Some(view) = self.shard_view() {
-                        let current = seg
-                            .fence
-                            .unwrap_or_else(|| view.fence.load(Ordering::Acquire));
+                        let current = seg.fence.unwrap_or_else(|| view.fence());
                         let fence = current.max(meta_index);
                         seg.batch.insert(
                             keys::sm_tag(self.group, keys::FENCE),
@@ -503,9 +500,7 @@ impl Inner {
                 head: head.as_ref(),
                 earlier,
                 file_bytes,
-                fence: seg
-                    .fence
-                    .unwrap_or_else(|| view.fence.load(Ordering::Acquire)),
+                fence: seg.fence.unwrap_or_else(|| view.fence()),
             };
             match decide_post(ctx, &post) {
                 PostDecision::Append { outcome, message } => {
@@ -646,10 +641,11 @@ impl Inner {
         seg.chunks = 0;
         seg.moderated = false;
         let fence = seg.fence.take();
+        let meta = seg.meta.take();
         for (room, head) in &heads {
             batch.insert(keys::head(self.group, *room), encode_stored(head)?);
         }
-        if let Some(state) = &seg.meta {
+        if let Some(state) = &meta {
             batch.insert(
                 keys::sm_tag(self.group, keys::META_STATE),
                 encode_stored(state)?,
@@ -666,8 +662,8 @@ impl Inner {
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied.clone();
         match &self.kind {
             Kind::Meta(view) => {
-                if let Some(state) = &seg.meta {
-                    *view.state.write().unwrap_or_else(|e| e.into_inner()) = state.clone();
+                if let Some(state) = meta {
+                    *view.state.write().unwrap_or_else(|e| e.into_inner()) = state;
                     let index = applied.last_applied.map_or(0, |l| l.index);
                     view.index.store(index, Ordering::Release);
                     view.changes.send_modify(|v| *v += 1);
