@@ -110,6 +110,12 @@ sections! {
         pub snapshot_logs_since_last: u64 = 50_000,
         /// Log entries sent in one append-entries RPC, in entries.
         pub max_payload_entries: u64 = 256,
+        /// Log entries kept after a snapshot, so a follower a little behind catches up from the
+        /// log rather than by a whole snapshot, in entries.
+        pub logs_kept_after_snapshot: u64 = 1000,
+        /// Size at which the Raft log begins a new segment file, in bytes; 65536..=1073741824.
+        /// A segment is deleted once every entry in it is compacted into a snapshot.
+        pub log_segment_bytes: u64 = 64 << 20,
     }
 
     /// Limits on everything a client or the cluster can make this node hold. Every limit is above 0

@@ -74,6 +74,8 @@ fn defaults_are_the_documented_values_and_validate() {
     assert_eq!(c.raft.rpc_timeout_ms, 2000);
     assert_eq!(c.raft.snapshot_logs_since_last, 50_000);
     assert_eq!(c.raft.max_payload_entries, 256);
+    assert_eq!(c.raft.logs_kept_after_snapshot, 1000);
+    assert_eq!(c.raft.log_segment_bytes, 64 << 20);
     assert_eq!(c.limits.frame_bytes_max, 1 << 20);
     assert_eq!(c.limits.message_text_bytes_max, 16384);
     assert_eq!(c.limits.history_page_max, 500);
@@ -183,6 +185,8 @@ fn a_full_file_parses() {
             rpc_timeout_ms: 1000,
             snapshot_logs_since_last: 1000,
             max_payload_entries: 64,
+            logs_kept_after_snapshot: 1000,
+            log_segment_bytes: 64 << 20,
         },
         limits: LimitsSection {
             frame_bytes_max: 65536,
@@ -348,7 +352,7 @@ fn validate_refuses_zero_limits_except_the_post_rate() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 + 14);
+    assert_eq!(checked, 8 + 14);
 }
 
 #[test]

@@ -39,6 +39,12 @@ impl NodeConfig {
             DEFAULT_CHAT_HISTORY_MAX,
         )?;
         in_range(
+            "raft.log_segment_bytes",
+            raft.log_segment_bytes,
+            64 << 10,
+            1 << 30,
+        )?;
+        in_range(
             "chat.search_commit_interval_ms",
             chat.search_commit_interval_ms,
             100,
@@ -56,6 +62,10 @@ impl NodeConfig {
                 raft.snapshot_logs_since_last,
             ),
             ("raft.max_payload_entries", raft.max_payload_entries),
+            (
+                "raft.logs_kept_after_snapshot",
+                raft.logs_kept_after_snapshot,
+            ),
             ("limits.frame_bytes_max", limits.frame_bytes_max as u64),
             (
                 "limits.message_text_bytes_max",

@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`domain`]: chat rules as pure functions (meta directory, room sequence and dedup).
 //! - [`raft`]: the openraft type configuration, replicated commands, and the peer network.
-//! - [`store`]: sled storage of every group: log, vote, state machines, snapshots, the flusher.
+//! - [`store`]: storage of every group: the Raft logs in one write-ahead log, state machines and
+//!   snapshots in sled; [`compaction`] keeps the log's disk use bounded.
 //! - [`net`]: QUIC: TLS and certificates, node-to-node RPC, client sessions.
 //! - [`propose`]: committing commands (leader forwarding, retries) and per-shard post batching.
 //! - [`fanout`]: actix room actors delivering committed messages to local sessions.
@@ -16,6 +17,7 @@
 // call would only move the cost. Errors are the cold path here.
 #![allow(clippy::result_large_err)]
 
+pub mod compaction;
 pub mod dev;
 pub mod domain;
 pub mod fanout;

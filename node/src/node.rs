@@ -82,7 +82,14 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| NodeError::Raft(format!("cannot create {}: {e}", data_dir.display())))?;
-    let store = Store::open_with_cache(&data_dir, config.limits.storage_cache_bytes)?;
+    let store = Store::open_with(
+        &data_dir,
+        config.limits.storage_cache_bytes,
+        crate::store::wal::WalOptions {
+            segment_bytes: config.raft.log_segment_bytes,
+            ..Default::default()
+        },
+    )?;
     let idle = Duration::from_millis(config.limits.client_idle_timeout_ms);
     let mut endpoint = bind_endpoint(config.node.listen, tls.server_config(idle)?)?;
     endpoint.set_default_client_config(tls.peer_client_config()?);
@@ -172,6 +179,10 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         config.presence.clone(),
         rpc_timeout,
     )));
+    tasks.push(tokio::spawn(crate::compaction::compact_pinning_groups(
+        store.clone(),
+        rafts.clone(),
+    )));
     tasks.push(tokio::spawn(crate::propose::keep_shards_fenced(
         ctx.meta.clone(),
         ctx.shards.clone(),
@@ -237,7 +248,7 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
         election_timeout_max: r.election_timeout_max_ms,
         max_payload_entries: r.max_payload_entries,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
         install_snapshot_timeout: r.rpc_timeout_ms.max(1000),
         ..Default::default()
     }

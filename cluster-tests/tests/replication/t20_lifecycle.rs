@@ -1,4 +1,6 @@
-use cluster_tests::{assert_gap_free, eventually, full_history, init_tracing, TestCluster};
+use cluster_tests::{
+    assert_gap_free, eventually, full_history, init_tracing, try_full_history, TestCluster,
+};
 use std::time::Duration;
 use tracing::info;
 
@@ -80,5 +82,97 @@ async fn t20_whole_cluster_restart_keeps_all_history() {
     assert_eq!(p.seq.0, 26);
     let h = full_history(&c, ROOM).await;
     assert_gap_free(ROOM, &h);
+    tc.shutdown().await;
+}
+
+/// Segment files of node `i`'s Raft log (0-based node index).
+fn log_segments(tc: &TestCluster, i: usize) -> Vec<String> {
+    let dir = tc
+        .cluster
+        .dir
+        .join(format!("node-{}", i + 1))
+        .join("raft-log");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("raft log directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t20_compacted_logs_a_node_behind_catches_up_by_snapshot_and_restarts_keep_history() {
+    init_tracing();
+    // Snapshot every 20 entries, keep 5 after it, 64 KiB log segments: a few hundred posts
+    // compact the log many times over and leave whole segments to delete.
+    let mut tc = TestCluster::start_with(3, |c| {
+        c.raft.snapshot_logs_since_last = 20;
+        c.raft.logs_kept_after_snapshot = 5;
+        c.raft.log_segment_bytes = 64 << 10;
+    })
+    .await;
+    let c = tc.client(0).await;
+    for i in 0..10 {
+        c.post_with_id(ROOM, &format!("before {i}"), &format!("b{i}"), false)
+            .await
+            .expect("post");
+    }
+
+    info!("--- node 3 stops; the others commit and compact far past what it has");
+    tc.cluster.stop(2).await;
+    let text = "x".repeat(1000);
+    for i in 0..400 {
+        c.post_with_id(ROOM, &format!("{text} {i}"), &format!("d{i}"), false)
+            .await
+            .expect("post with node 3 down");
+    }
+    let expected = full_history(&c, ROOM).await;
+    assert_eq!(expected.len(), 410);
+    eventually(
+        Duration::from_secs(30),
+        "node 1 deletes its first log segment once it is compacted",
+        || async { !log_segments(&tc, 0).contains(&"00000001.wal".to_string()) },
+    )
+    .await;
+
+    info!("--- node 3 restarts: the entries it lacks are gone from every log, so a snapshot");
+    tc.cluster.restart(2).await.expect("restart");
+    let c3 = tc.client(2).await;
+    eventually(
+        Duration::from_secs(30),
+        "node 3 has all 410 messages",
+        || async { try_full_history(&c3, ROOM).await.ok().as_ref() == Some(&expected) },
+    )
+    .await;
+    drop((c, c3));
+
+    info!("--- every node restarts from its compacted log and snapshot");
+    for i in 0..3 {
+        tc.cluster.stop(i).await;
+    }
+    for i in 0..3 {
+        tc.cluster.restart(i).await.expect("restart");
+    }
+    tc.cluster
+        .ready(Duration::from_secs(30))
+        .await
+        .expect("ready again");
+    for i in 0..3 {
+        let ci = tc.client(i).await;
+        assert_eq!(full_history(&ci, ROOM).await, expected, "node {}", i + 1);
+    }
+    let c = tc.client(1).await;
+    let p = c
+        .post_with_id(ROOM, "after", "after", false)
+        .await
+        .expect("post after restart");
+    assert_eq!(p.seq.0, 411);
+    // A retry of a post from before the compaction is still recognised.
+    let again = c
+        .post_with_id(ROOM, &format!("{text} 7"), "d7", false)
+        .await
+        .expect("retry");
+    assert_eq!(again.seq, expected[17].seq);
     tc.shutdown().await;
 }

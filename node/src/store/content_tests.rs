@@ -293,19 +293,24 @@ async fn a_file_post_with_missing_chunks_is_refused() {
 async fn a_data_directory_of_another_storage_format_is_refused() {
     let dir = TempDir::new().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
-        store.log.insert(b"x", b"y").unwrap();
-        store.log.flush().unwrap();
-    }
-    // Reopening our own format works.
-    drop(Store::open(dir.path()).unwrap());
-    {
         let db = sled::open(dir.path().join("db")).unwrap();
-        db.remove(super::FORMAT_KEY).unwrap();
+        db.open_tree("log").unwrap().insert(b"x", b"y").unwrap();
         db.flush().unwrap();
     }
     match Store::open(dir.path()) {
         Err(super::StoreError::Format { found: 1, .. }) => {}
+        other => panic!("expected a format error, got {:?}", other.map(|_| ())),
+    }
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    // Reopening our own format works.
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.insert(super::FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    match Store::open(dir.path()) {
+        Err(super::StoreError::Format { found: 2, .. }) => {}
         other => panic!("expected a format error, got {:?}", other.map(|_| ())),
     }
 }

@@ -7,31 +7,6 @@ pub fn group_prefix(g: GroupId) -> [u8; 4] {
     g.0.to_be_bytes()
 }
 
-/// `log`: group, index.
-pub fn log(g: GroupId, index: u64) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..4].copy_from_slice(&group_prefix(g));
-    k[4..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
-pub fn log_index(key: &[u8]) -> Option<u64> {
-    key.get(4..12)
-        .map(|b| u64::from_be_bytes(b.try_into().expect("slice of 8 bytes")))
-}
-
-/// `raft` tree tags.
-pub const VOTE: u8 = 1;
-pub const COMMITTED: u8 = 2;
-pub const LAST_PURGED: u8 = 3;
-
-pub fn raft(g: GroupId, tag: u8) -> [u8; 5] {
-    let mut k = [0u8; 5];
-    k[..4].copy_from_slice(&group_prefix(g));
-    k[4] = tag;
-    k
-}
-
 /// `sm` tree tags.
 pub const APPLIED: u8 = 0;
 pub const MESSAGE: u8 = 1;
@@ -141,11 +116,10 @@ mod tests {
 
     #[test]
     fn keys_sort_by_group_then_number() {
-        assert!(log(GroupId(1), 255) < log(GroupId(1), 256));
-        assert!(log(GroupId(1), u64::MAX) < log(GroupId(2), 0));
+        assert!(head(GroupId(1), 255) < head(GroupId(1), 256));
+        assert!(head(GroupId(1), u64::MAX) < head(GroupId(2), 0));
         assert!(message(GroupId(1), 7, 9) < message(GroupId(1), 7, 10));
         assert!(message(GroupId(1), 7, u64::MAX) < message(GroupId(1), 8, 0));
-        assert_eq!(log_index(&log(GroupId(3), 42)), Some(42));
         assert_eq!(message_seq(&message(GroupId(3), 1, 42)), Some(42));
         assert_eq!(head_room(&head(GroupId(3), 77)), Some(77));
         assert!(

@@ -1,9 +1,11 @@
-//! The Raft log and vote of one group (openraft storage-v2 `RaftLogStorage`).
+//! The Raft log and vote of one group (openraft storage-v2 `RaftLogStorage`), kept in the node's
+//! write-ahead log ([`super::wal`]).
 
-use super::{blocking, decode_stored, encode_stored, flusher::FlushWaiter, keys, write_err, Store};
+use super::wal::{Piece, Waiter, Wal};
+use super::{blocking, write_err, Store};
 use crate::raft::{Entry, GroupId, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogId};
+use openraft::OptionalSend;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -20,31 +22,17 @@ impl LogStore {
         LogStore { store, group }
     }
 
-    fn read_raft<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        tag: u8,
-    ) -> impl std::future::Future<Output = Result<Option<T>, StorageError>> + Send + 'static {
-        let store = self.store.clone();
-        let key = keys::raft(self.group, tag);
-        blocking(
-            move || match store.raft.get(key).map_err(super::read_err)? {
-                Some(v) => decode_stored(&key, &v).map(Some),
-                None => Ok(None),
-            },
-        )
+    fn wal(&self) -> &Wal {
+        &self.store.wal
     }
+}
 
-    /// Write a value of the `raft` tree and wait until it is flushed.
-    async fn write_raft_durably<T: serde::Serialize>(
-        &self,
-        tag: u8,
-        value: &T,
-    ) -> Result<(), StorageError> {
-        let store = self.store.clone();
-        let key = keys::raft(self.group, tag);
-        let bytes = encode_stored(value)?;
-        blocking(move || store.raft.insert(key, bytes).map(|_| ()).map_err(write_err)).await?;
-        self.store.flush().await.map_err(write_err)
+async fn durable(
+    rx: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
+) -> Result<(), StorageError> {
+    match rx.await {
+        Ok(r) => r.map_err(write_err),
+        Err(_) => Err(write_err(std::io::Error::other("the raft log stopped"))),
     }
 }
 
@@ -59,29 +47,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(keys::log(self.group, *i)),
-            Bound::Excluded(i) => Bound::Excluded(keys::log(self.group, *i)),
-            Bound::Unbounded => Bound::Included(keys::log(self.group, u64::MAX)),
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
+        let pieces = self.wal().plan_read(self.group, start, end);
+        if pieces.iter().all(Piece::is_ready) {
+            // Recent entries, the usual case: in memory, no file read.
+            return self.wal().load(pieces).map_err(super::read_err);
+        }
         let store = self.store.clone();
-        let start = Bound::Included(keys::log(self.group, start));
-        blocking(move || {
-            let mut out = Vec::new();
-            for kv in store.log.range::<[u8; 12], _>((start, end)) {
-                let (k, v) = kv.map_err(super::read_err)?;
-                let entry: Entry = decode_stored(&k, &v)?;
-                // Invariant: the key and the entry it holds name the same index.
-                if keys::log_index(&k) != Some(entry.log_id.index) {
-                    return Err(super::read_err(super::StoreError::Corrupt {
-                        key: keys::describe(&k),
-                        reason: format!("holds entry {}", entry.log_id),
-                    }));
-                }
-                out.push(entry);
-            }
-            Ok(out)
-        })
-        .await
+        blocking(move || store.wal.load(pieces).map_err(super::read_err)).await
     }
 }
 
@@ -89,24 +65,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.read_raft(keys::LAST_PURGED).await?;
-        let store = self.store.clone();
-        let group = self.group;
-        let last: Option<LogId> = blocking(move || {
-            let range = keys::log(group, 0)..=keys::log(group, u64::MAX);
-            match store.log.range(range).next_back() {
-                Some(kv) => {
-                    let (k, v) = kv.map_err(super::read_err)?;
-                    let entry: Entry = decode_stored(&k, &v)?;
-                    Ok(Some(entry.log_id))
-                }
-                None => Ok(None),
-            }
-        })
-        .await?;
+        let (last_purged_log_id, last_log_id) = self.wal().log_state(self.group);
         Ok(LogState {
             last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
+            last_log_id,
         })
     }
 
@@ -115,26 +77,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_raft_durably(keys::VOTE, vote).await
+        durable(self.wal().save_vote(self.group, *vote)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_raft(keys::VOTE).await
+        Ok(self.wal().vote(self.group))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed: a lost committed index is re-learned from the leader; it only speeds restarts.
-        let store = self.store.clone();
-        let key = keys::raft(self.group, keys::COMMITTED);
-        let bytes = encode_stored(&committed)?;
-        blocking(move || store.raft.insert(key, bytes).map(|_| ()).map_err(write_err)).await
+        // Not waited for: a lost committed index is learned again from the leader; it only lets a
+        // restart re-apply what the state machine had not yet made durable without waiting.
+        self.wal()
+            .save_committed(self.group, committed)
+            .map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .read_raft::<Option<LogId>>(keys::COMMITTED)
-            .await?
-            .flatten())
+        Ok(self.wal().committed(self.group))
     }
 
     async fn append<I>(
@@ -146,58 +105,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(
-                &keys::log(self.group, entry.get_log_id().index),
-                encode_stored(&entry)?,
-            );
-        }
-        let store = self.store.clone();
-        blocking(move || {
-            store.log.apply_batch(batch).map_err(write_err)?;
-            // openraft is told the entries are durable only once the flusher has flushed them.
-            store.flusher.after_next_flush(FlushWaiter::Log(callback));
-            Ok(())
-        })
-        .await
+        // In memory only: the writer thread writes and syncs, then calls back.
+        self.wal()
+            .append(
+                self.group,
+                entries.into_iter().collect(),
+                Waiter::Log(callback),
+            )
+            .map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let store = self.store.clone();
-        let group = self.group;
-        blocking(move || {
-            remove_range(
-                &store.log,
-                keys::log(group, log_id.index),
-                keys::log(group, u64::MAX),
-            )
-        })
-        .await
+        self.wal()
+            .truncate(self.group, log_id.index)
+            .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first, so a crash in between never leaves a hole before the log.
-        self.write_raft_durably(keys::LAST_PURGED, &log_id).await?;
+        // The state machine is written to sled without syncing (the log can replay it), so before
+        // the log forgets entries, sled must hold everything applied from them.
+        self.store.flush().await.map_err(write_err)?;
+        durable(self.wal().purge(self.group, log_id)).await?;
         let store = self.store.clone();
-        let group = self.group;
         blocking(move || {
-            remove_range(
-                &store.log,
-                keys::log(group, 0),
-                keys::log(group, log_id.index),
-            )
+            store
+                .wal
+                .delete_dead_segments()
+                .map(|_| ())
+                .map_err(write_err)
         })
         .await
     }
-}
-
-/// Remove every key in `from..=to`.
-fn remove_range(tree: &sled::Tree, from: [u8; 12], to: [u8; 12]) -> Result<(), StorageError> {
-    let mut batch = sled::Batch::default();
-    for kv in tree.range(from..=to) {
-        let (k, _) = kv.map_err(super::read_err)?;
-        batch.remove(k);
-    }
-    tree.apply_batch(batch).map_err(write_err)
 }

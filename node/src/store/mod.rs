@@ -1,16 +1,18 @@
-//! Durable storage of every Raft group of a node in one sled database.
+//! Durable storage of every Raft group of a node.
 //!
-//! Layout: four trees shared by all groups, every key starting with the group id (see [`keys`]):
-//! `log` (entries), `raft` (vote, committed, last purged), `sm` (state machines: applied state,
-//! messages, room heads, dedup records, the meta directory) and `snap` (the current snapshot).
-//! Log appends are acknowledged to openraft only after a flush; a single [`flusher`] thread serves
-//! every group, so concurrent appends share one fsync (group commit). Every sled call runs on the
-//! blocking pool, never on an async worker thread.
+//! - The Raft logs and votes of all groups: one write-ahead log ([`wal`], under `raft-log/`). An
+//!   append counts once the WAL's writer has synced it; all groups share its syncs.
+//! - The state machines and snapshots: one sled database (under `db/`), two trees shared by all
+//!   groups, every key starting with the group id (see [`keys`]): `sm` (applied state, messages,
+//!   room heads, dedup records, the meta directory, files) and `snap` (the current snapshot).
+//!   sled is not synced per write: what it loses in a crash is re-applied from the log, and it is
+//!   synced before the log forgets anything (purge). Every sled call runs on the blocking pool,
+//!   never on an async worker thread.
 
-pub mod flusher;
 pub mod keys;
 pub mod log;
 pub mod sm;
+pub mod wal;
 
 #[cfg(test)]
 mod content_tests;
@@ -18,18 +20,17 @@ mod content_tests;
 mod tests;
 
 use crate::raft::StorageError;
-use flusher::Flusher;
 use openraft::{AnyError, StorageIOError};
 use std::path::Path;
 use std::sync::Arc;
+use wal::{Wal, WalError, WalOptions};
 
-/// The node's sled database and its trees.
+/// The node's write-ahead log, sled database and trees.
 pub struct Store {
-    pub(crate) log: sled::Tree,
-    pub(crate) raft: sled::Tree,
+    db: sled::Db,
     pub(crate) sm: sled::Tree,
     pub(crate) snap: sled::Tree,
-    pub(crate) flusher: Flusher,
+    pub(crate) wal: Wal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum StoreError {
     Open { path: String, source: sled::Error },
     #[error("storage failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Wal(#[from] WalError),
     #[error("stored value under {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("the data directory {path} holds storage format {found}, this build reads format {FORMAT}; start with an empty data directory")]
@@ -46,43 +49,41 @@ pub enum StoreError {
 
 /// The layout of stored values. Bump it when a stored type changes shape: bincode values carry no
 /// field names, so an old value would decode into garbage or fail deep inside Raft.
-/// Format 2: messages carry moderation and files.
-pub const FORMAT: u32 = 2;
+/// Format 2: messages carry moderation and files. Format 3: the Raft log left sled for the WAL.
+pub const FORMAT: u32 = 3;
 const FORMAT_KEY: &[u8] = b"stoa-storage-format";
 
 impl Store {
     /// Open with sled's page cache bounded at 64 MiB (tests, tools).
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
-        Self::open_with_cache(dir, 64 << 20)
+        Self::open_with(dir, 64 << 20, WalOptions::default())
     }
 
     /// Open with sled's page cache bounded at `cache_bytes` (sled's own default is 1 GiB, which
-    /// a busy node fills with recently written log entries and messages).
-    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Arc<Store>, StoreError> {
+    /// a busy node fills with recently written messages).
+    pub fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        wal: WalOptions,
+    ) -> Result<Arc<Store>, StoreError> {
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_bytes)
-            // Durability comes from explicit flushes; sled's periodic flush only adds latency jitter.
+            // sled is synced when the log needs it to be (see the module's notes), not by a timer.
             .flush_every_ms(None)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
                 source,
             })?;
-        let store = Store {
-            log: db.open_tree("log")?,
-            raft: db.open_tree("raft")?,
-            sm: db.open_tree("sm")?,
-            snap: db.open_tree("snap")?,
-            flusher: Flusher::start(db.clone()),
-        };
         let found = match db.get(FORMAT_KEY)? {
             Some(v) => v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0),
             // Format 1 did not record itself.
-            None if !store.log.is_empty() || !store.raft.is_empty() => 1,
+            None if !db.open_tree("log")?.is_empty() => 1,
             None => {
                 db.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+                db.flush()?;
                 FORMAT
             }
         };
@@ -92,12 +93,21 @@ impl Store {
                 found,
             });
         }
-        Ok(Arc::new(store))
+        Ok(Arc::new(Store {
+            sm: db.open_tree("sm")?,
+            snap: db.open_tree("snap")?,
+            wal: Wal::open(&dir.join("raft-log"), wal)?,
+            db,
+        }))
     }
 
-    /// Flush everything written so far; returns when it is on disk.
+    /// Sync sled: returns when everything written to it so far is on disk.
     pub async fn flush(&self) -> std::io::Result<()> {
-        self.flusher.flush().await
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(r) => r.map(|_| ()).map_err(std::io::Error::other),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
     }
 }
 

@@ -1,0 +1,127 @@
+//! The writer thread: takes everything appended since its last turn, writes it, syncs it, and
+//! completes whoever waited for it. While it writes, appends gather for its next turn, so the
+//! number of syncs follows the disk, not the number of appends.
+
+use super::{replay, Shared, State};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::{Arc, MutexGuard};
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(super) fn run(shared: &Shared) {
+    loop {
+        let (chunks, waiters, files, written, failed) = {
+            let mut st = lock(shared);
+            while st.pending.is_empty() && st.waiters.is_empty() && !st.stopping {
+                st = shared
+                    .work
+                    .wait(st)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if st.pending.is_empty() && st.waiters.is_empty() {
+                return;
+            }
+            let chunks = std::mem::take(&mut st.pending);
+            let files: Vec<Option<Arc<File>>> = chunks
+                .iter()
+                .map(|(seg, _)| st.files.get(seg).cloned())
+                .collect();
+            (
+                chunks,
+                std::mem::take(&mut st.waiters),
+                files,
+                st.written,
+                st.failed.clone(),
+            )
+        };
+        // After a failed write or sync nothing more is written: the kernel may have dropped the
+        // failed pages, and a later sync succeeding would say nothing about them.
+        let result = match failed {
+            Some(why) => Err(io::Error::other(why)),
+            None => write(shared, chunks, files, written),
+        };
+        let outcome = {
+            let mut st = lock(shared);
+            match result {
+                Ok((position, created)) => {
+                    st.files.extend(created);
+                    st.written = position;
+                    let budget = shared.options.cache_bytes_per_group;
+                    for g in st.groups.values_mut() {
+                        g.evict(budget, position);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the raft log could not be written; its groups stop");
+                    st.failed.get_or_insert_with(|| e.to_string());
+                    Err(e)
+                }
+            }
+        };
+        for w in waiters {
+            w.complete(match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+}
+
+type Written = ((u32, u64), Vec<(u32, Arc<File>)>);
+
+/// Write the chunks in order, creating segments as they begin, then sync every file written.
+fn write(
+    shared: &Shared,
+    chunks: Vec<(u32, Vec<u8>)>,
+    files: Vec<Option<Arc<File>>>,
+    mut position: (u32, u64),
+) -> io::Result<Written> {
+    let mut created: Vec<(u32, Arc<File>)> = Vec::new();
+    let mut touched: Vec<Arc<File>> = Vec::new();
+    for ((seg, bytes), file) in chunks.into_iter().zip(files) {
+        let file = match file.or_else(|| {
+            created
+                .iter()
+                .find(|(s, _)| *s == seg)
+                .map(|(_, f)| f.clone())
+        }) {
+            Some(f) => f,
+            None => {
+                let path = replay::segment_path(&shared.dir, seg);
+                let f = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                let f = Arc::new(f);
+                created.push((seg, f.clone()));
+                f
+            }
+        };
+        (&*file).write_all(&bytes)?;
+        position = if position.0 == seg {
+            (seg, position.1 + bytes.len() as u64)
+        } else {
+            (seg, bytes.len() as u64)
+        };
+        if !touched.iter().any(|f| Arc::ptr_eq(f, &file)) {
+            touched.push(file);
+        }
+    }
+    for f in &touched {
+        f.sync_data()?;
+    }
+    if !created.is_empty() {
+        // A new file is only durable once the directory entry naming it is.
+        File::open(&shared.dir)?.sync_all()?;
+    }
+    Ok((position, created))
+}
