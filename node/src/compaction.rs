@@ -11,17 +11,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// A group is compacted at most this often: openraft may hold a purge back while a replication
+/// still reads the entries, and a new snapshot every check would not make it go faster.
+const COMPACT_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn compact_pinning_groups(store: Arc<Store>, rafts: Arc<Vec<Raft>>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = std::collections::HashMap::<GroupId, tokio::time::Instant>::new();
     loop {
         tick.tick().await;
         for group in store.wal.groups_pinning_segments() {
             let Some(raft) = rafts.get(group.0 as usize) else {
                 continue;
             };
+            let now = tokio::time::Instant::now();
+            if last
+                .get(&group)
+                .is_some_and(|t| now.duration_since(*t) < COMPACT_AT_MOST_EVERY)
+            {
+                continue;
+            }
+            last.insert(group, now);
             if let Err(e) = compact(group, raft).await {
                 tracing::warn!(%group, error = %e, "could not compact a group that pins log segments");
             }

@@ -224,6 +224,14 @@ async fn t30_a_post_checked_before_a_revocation_is_sent_back_after_it() {
         .room_role(ROOM, Role::Member, "ann", true)
         .await
         .expect("ann is a member");
+    // Node 2 checks ann's posts against its own replica of the directory.
+    let changed_at = tc.cluster.node(0).ctx.meta.applied_index();
+    cluster_tests::eventually(
+        Duration::from_secs(10),
+        "node 2 has applied the membership",
+        || async { tc.cluster.node(1).ctx.meta.applied_index() >= changed_at },
+    )
+    .await;
     let ann = tc.user_client(1, &token).await;
     ann.post_with_id(ROOM, "while a member", "p1", false)
         .await

@@ -123,16 +123,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The state machine is written to sled without syncing (the log can replay it), so before
-        // the log forgets entries, sled must hold everything applied from them.
+        // the log forgets entries, sled must hold everything applied from them. After a snapshot
+        // install openraft asks for the purge without waiting for the install, so first wait
+        // until this group's state machine has applied or installed up to the purge point.
+        self.store
+            .state_machine_reached(self.group, log_id.index)
+            .await
+            .map_err(write_err)?;
         self.store.flush().await.map_err(write_err)?;
         durable(self.wal().purge(self.group, log_id)).await?;
         let store = self.store.clone();
         blocking(move || {
-            store
-                .wal
-                .delete_dead_segments()
-                .map(|_| ())
-                .map_err(write_err)
+            store.wal.delete_dead_segments();
+            Ok(())
         })
         .await
     }

@@ -19,10 +19,13 @@ mod content_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::raft::StorageError;
+use crate::raft::{GroupId, StorageError};
 use openraft::{AnyError, StorageIOError};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 use wal::{Wal, WalError, WalOptions};
 
 /// The node's write-ahead log, sled database and trees.
@@ -31,6 +34,12 @@ pub struct Store {
     pub(crate) sm: sled::Tree,
     pub(crate) snap: sled::Tree,
     pub(crate) wal: Wal,
+    /// The index each group's state machine holds in sled (applied or installed), which a purge
+    /// of the group's log waits for.
+    applied: watch::Sender<BTreeMap<GroupId, u64>>,
+    /// How long a purge waits for that; zero: not at all (openraft's storage suite purges
+    /// entries it never applies).
+    purge_waits: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +62,10 @@ pub enum StoreError {
 pub const FORMAT: u32 = 3;
 const FORMAT_KEY: &[u8] = b"stoa-storage-format";
 
+/// How long a purge waits for the state machine to hold what it purges (a snapshot being
+/// installed); past it the purge fails and the group stops rather than lose entries.
+const PURGE_WAITS_MAX: Duration = Duration::from_secs(600);
+
 impl Store {
     /// Open with sled's page cache bounded at 64 MiB (tests, tools).
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
@@ -67,16 +80,15 @@ impl Store {
         wal: WalOptions,
     ) -> Result<Arc<Store>, StoreError> {
         let path = dir.join("db");
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_bytes)
             // sled is synced when the log needs it to be (see the module's notes), not by a timer.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .flush_every_ms(None);
+        let db = open_sled(&config).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let found = match db.get(FORMAT_KEY)? {
             Some(v) => v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0),
             // Format 1 did not record itself.
@@ -98,7 +110,54 @@ impl Store {
             snap: db.open_tree("snap")?,
             wal: Wal::open(&dir.join("raft-log"), wal)?,
             db,
+            applied: watch::Sender::new(BTreeMap::new()),
+            purge_waits: PURGE_WAITS_MAX,
         }))
+    }
+
+    /// Like [`Store::open`], for openraft's storage suite: purges do not wait for the state
+    /// machine, since the suite purges entries it never applies.
+    #[cfg(test)]
+    pub fn open_for_suite(dir: &Path) -> Result<Arc<Store>, StoreError> {
+        let store = Self::open(dir)?;
+        let mut store = Arc::into_inner(store).expect("just opened");
+        store.purge_waits = Duration::ZERO;
+        Ok(Arc::new(store))
+    }
+
+    /// A group's state machine now holds everything up to `index` in sled.
+    pub(crate) fn note_applied(&self, group: GroupId, index: u64) {
+        self.applied.send_if_modified(|m| {
+            let at = m.entry(group).or_default();
+            let moved = *at < index;
+            *at = (*at).max(index);
+            moved
+        });
+    }
+
+    /// Wait until a group's state machine holds everything up to `index` in sled.
+    pub(crate) async fn state_machine_reached(
+        &self,
+        group: GroupId,
+        index: u64,
+    ) -> std::io::Result<()> {
+        if self.purge_waits.is_zero() {
+            return Ok(());
+        }
+        let mut rx = self.applied.subscribe();
+        let reached = rx.wait_for(|m| m.get(&group).is_some_and(|&at| at >= index));
+        let outcome = tokio::time::timeout(self.purge_waits, reached)
+            .await
+            .map(|r| r.map(|_| ()));
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::other("the store is closing")),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{group}: the state machine did not reach entry {index} within {:?}, so the log \
+                 keeps it",
+                self.purge_waits
+            ))),
+        }
     }
 
     /// Sync sled: returns when everything written to it so far is on disk.
@@ -107,6 +166,37 @@ impl Store {
         match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(r) => r.map(|_| ()).map_err(std::io::Error::other),
             Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// How long opening waits for the database's lock. sled frees a closed database's files only
+/// once its deferred cleanups run, which other sled work in the process drives: a store closed
+/// and opened again in one process (tests, `stoa-node dev` restarts) can find the lock still held
+/// for a moment. Another process holding it is refused after this wait.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Sync sled when the store closes, so a clean stop re-applies nothing, and sled's I/O threads
+    /// are done with the files (and the database's lock) by the time the store is gone.
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::warn!(error = %e, "could not sync the state machines at close");
         }
     }
 }

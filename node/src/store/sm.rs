@@ -356,6 +356,7 @@ impl Inner {
         };
         let applied_index = applied.last_applied.map_or(0, |l| l.index);
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
+        self.store.note_applied(self.group, applied_index);
         match &self.kind {
             Kind::Meta(view) => {
                 let key = keys::sm_tag(self.group, keys::META_STATE);
@@ -656,6 +657,8 @@ impl Inner {
             encode_stored(applied)?,
         );
         self.store.sm.apply_batch(batch).map_err(write_err)?;
+        self.store
+            .note_applied(self.group, applied.last_applied.map_or(0, |l| l.index));
 
         // Publish to readers only after the batch is in sled, so a reader never sees a head whose
         // messages it cannot read.

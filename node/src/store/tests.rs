@@ -19,7 +19,7 @@ struct SledBuilder {
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let store = Store::open(dir.path()).expect("open store");
+        let store = Store::open_for_suite(dir.path()).expect("open store");
         let log = LogStore::new(store.clone(), self.group);
         let sm = if self.group.is_meta() {
             StateMachine::open_meta(store).await?.0
@@ -86,6 +86,8 @@ async fn log_vote_and_state_survive_a_reopen() {
                 )
             })
             .collect();
+        // openraft begins every log at index 0.
+        append(&mut log, vec![entry(0, EntryPayload::Blank)]).await;
         append(&mut log, entries.clone()).await;
         let results = sm.apply(entries).await.unwrap();
         // The second copy of each post in an entry is a retry: same seq, not a new message.
@@ -152,4 +154,36 @@ async fn log_vote_and_state_survive_a_reopen() {
         .unwrap();
     assert_eq!(page.iter().map(|m| m.seq.0).collect::<Vec<_>>(), vec![2, 3]);
     let _ = Arc::strong_count(&store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_waits_until_the_state_machine_holds_what_it_purges() {
+    // After a snapshot install openraft asks for the purge before the state machine has the
+    // snapshot; purging first would let a crash leave neither the entries nor their state.
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let g = GroupId(1);
+    let mut log = LogStore::new(store.clone(), g);
+    append(
+        &mut log,
+        (0..=5).map(|i| entry(i, EntryPayload::Blank)).collect(),
+    )
+    .await;
+    let upto = LogId::new(CommittedLeaderId::new(1, 1), 5);
+    let purging = tokio::spawn({
+        let mut log = log.clone();
+        async move { log.purge(upto).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !purging.is_finished(),
+        "the purge went ahead of the state machine"
+    );
+    assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, None);
+    store.note_applied(g, 5);
+    purging.await.unwrap().unwrap();
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_purged_log_id,
+        Some(upto)
+    );
 }

@@ -117,6 +117,9 @@ struct State {
     waiters: Vec<Waiter>,
     /// Everything before this position is written (and synced).
     written: (u32, u64),
+    /// The lowest segment a live entry lies in, as far as the written records say: purges and
+    /// truncations still pending do not count, since a crash would bring their entries back.
+    durable_live_from: u32,
     /// Set when a write or sync failed: what is on disk is unknown, so no more writes are taken.
     failed: Option<String>,
     stopping: bool,
@@ -272,15 +275,10 @@ impl Wal {
 
     /// Delete the segments that hold no live entry and lie before the last written segment
     /// (whose first record, the `State`, is then durable). Blocking: file removal.
-    pub fn delete_dead_segments(&self) -> Result<usize, WalError> {
+    pub fn delete_dead_segments(&self) -> usize {
         let dead: Vec<u32> = {
             let mut st = self.lock();
-            let live_from = st
-                .groups
-                .values()
-                .filter_map(|g| g.first_segment())
-                .min()
-                .unwrap_or(u32::MAX);
+            let live_from = st.live_from().min(st.durable_live_from);
             let (written_seg, written_off) = st.written;
             let durable_from = if written_off > 0 {
                 written_seg
@@ -296,12 +294,12 @@ impl Wal {
         };
         for id in &dead {
             let path = replay::segment_path(&self.shared.dir, *id);
-            std::fs::remove_file(&path).map_err(|source| WalError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            // A segment left behind is only disk space: the next open replays it harmlessly.
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete a dead log segment");
+            }
         }
-        Ok(dead.len())
+        dead.len()
     }
 
     pub fn vote(&self, group: GroupId) -> Option<Vote> {
@@ -430,6 +428,15 @@ impl Piece {
 }
 
 impl State {
+    /// The lowest segment a live entry lies in (`u32::MAX` if none).
+    fn live_from(&self) -> u32 {
+        self.groups
+            .values()
+            .filter_map(|g| g.first_segment())
+            .min()
+            .unwrap_or(u32::MAX)
+    }
+
     fn group(&mut self, group: GroupId) -> &mut GroupLog {
         self.groups
             .entry(group)

@@ -1,12 +1,14 @@
-//! What the log files hold: records of `[u32 LE body length][u32 LE CRC-32 of the body][body]`,
-//! the body being the bincode encoding of a [`Record`].
+//! What the log files hold: records of a 12-byte header (u32 LE body length, u32 LE CRC-32 of the
+//! body, u32 LE CRC-32 of those eight bytes) and the body, the bincode encoding of a [`Record`].
+//! The header's own checksum tells a damaged length (corruption) from a record cut short by a
+//! crash (a torn write).
 
 use crate::raft::{Entry, GroupId, LogId, Vote};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-pub const HEADER_BYTES: usize = 8;
+pub const HEADER_BYTES: usize = 12;
 
 /// A body longer than this is corruption, not a record: no Raft entry is bigger than a frame.
 pub const BODY_BYTES_MAX: usize = stoa_proto::limits::FRAME_BYTES_MAX + 4096;
@@ -56,8 +58,12 @@ pub fn encode_into(record: &Record<&Entry>, out: &mut Vec<u8>) -> Result<(), Str
     if body.len() > BODY_BYTES_MAX {
         return Err(format!("a record of {} bytes is too large", body.len()));
     }
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    let mut header = [0u8; HEADER_BYTES];
+    header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    let header_crc = crc32fast::hash(&header[..8]);
+    header[8..].copy_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(&body);
     Ok(())
 }
@@ -76,8 +82,12 @@ pub fn decode(buf: &[u8]) -> Result<(Record<Entry>, usize), Bad> {
     let Some(header) = buf.get(..HEADER_BYTES) else {
         return Err(Bad::Short);
     };
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&header[..8]) != word(8) {
+        return Err(Bad::Garbled("header checksum mismatch".into()));
+    }
+    let len = word(0) as usize;
+    let crc = word(4);
     if len > BODY_BYTES_MAX {
         return Err(Bad::Garbled(format!("record length {len}")));
     }

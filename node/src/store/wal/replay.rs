@@ -10,6 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Segment names have eight digits.
+const MAX_SEGMENT_ID: u32 = 99_999_999;
+
 pub fn segment_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("{id:08}.wal"))
 }
@@ -78,11 +81,24 @@ pub(super) fn open(dir: &Path) -> Result<State, WalError> {
         pending: Vec::new(),
         waiters: Vec::new(),
         written,
+        durable_live_from: 0,
         failed: None,
         stopping: false,
     };
+    // Everything replayed is on disk.
+    state.durable_live_from = state.live_from();
     // Every run appends to a segment of its own, which begins with the state just rebuilt.
-    let next = ids.last().map_or(1, |id| id + 1);
+    let next = match ids.last() {
+        None => 1,
+        Some(&id) if id < MAX_SEGMENT_ID => id + 1,
+        Some(_) => {
+            return Err(WalError::Corrupt {
+                path: dir.display().to_string(),
+                offset: 0,
+                reason: "segment numbers are used up".into(),
+            })
+        }
+    };
     state.begin_segment(next)?;
     Ok(state)
 }
@@ -90,8 +106,6 @@ pub(super) fn open(dir: &Path) -> Result<State, WalError> {
 #[derive(Default)]
 struct Replay {
     groups: BTreeMap<GroupId, GroupLog>,
-    /// The lowest index each group's entries began at, to tell a hole from dead entries.
-    first_seen: BTreeMap<GroupId, u64>,
 }
 
 impl Replay {
@@ -146,8 +160,6 @@ impl Replay {
             }
             Record::Entry { group, entry } => {
                 let index = entry.log_id.index;
-                let first = self.first_seen.entry(group).or_insert(index);
-                *first = (*first).min(index);
                 let log = self.group(group);
                 if log.purged.is_some_and(|p| index <= p.index) {
                     return; // purged since; its segment just has not been deleted yet
@@ -166,16 +178,14 @@ impl Replay {
         }
     }
 
-    /// Every group's log must begin right after its purge point, or at its first entry ever.
+    /// Every group's log must begin right after its purge point, or, never purged, at index 0
+    /// (where openraft begins every log).
     fn finish(self, dir: &Path) -> Result<BTreeMap<GroupId, GroupLog>, WalError> {
         for (g, log) in &self.groups {
             let Some(first) = log.first_index() else {
                 continue;
             };
-            let expected = match log.purged {
-                Some(p) => p.index + 1,
-                None => self.first_seen.get(g).copied().unwrap_or(first),
-            };
+            let expected = log.purged.map_or(0, |p| p.index + 1);
             if first != expected {
                 return Err(WalError::Corrupt {
                     path: dir.display().to_string(),

@@ -85,7 +85,7 @@ fn entries_votes_and_truncations_survive_a_reopen_across_many_segments() {
     let before = {
         let wal = Wal::open(dir.path(), small()).unwrap();
         for batch in 0..20 {
-            append(&wal, G1, 1, batch * 10 + 1..=batch * 10 + 10);
+            append(&wal, G1, 1, batch * 10..=batch * 10 + 9);
             append(&wal, G2, 1, batch * 10..=batch * 10 + 9);
         }
         wait(wal.save_vote(G1, Vote::new_committed(3, 2)));
@@ -107,8 +107,8 @@ fn entries_votes_and_truncations_survive_a_reopen_across_many_segments() {
     let wal = Wal::open(dir.path(), small()).unwrap();
     assert_eq!((snapshot(&wal, G1), snapshot(&wal, G2)), before);
     // The reopened log goes on where it stopped.
-    append(&wal, G1, 1, 201..=201);
-    assert_eq!(wal.log_state(G1).1, Some(id(1, 201)));
+    append(&wal, G1, 1, 200..=200);
+    assert_eq!(wal.log_state(G1).1, Some(id(1, 200)));
 }
 
 #[test]
@@ -169,9 +169,9 @@ fn purged_segments_are_deleted_and_the_log_reopens_without_them() {
         let all = segment_files(dir.path()).len();
         // G1 still holds entries in the first segment: nothing can go.
         wait(wal.purge(G2, id(1, 60)));
-        assert_eq!(wal.delete_dead_segments().unwrap(), 0);
+        assert_eq!(wal.delete_dead_segments(), 0);
         wait(wal.purge(G1, id(1, 80)));
-        let deleted = wal.delete_dead_segments().unwrap();
+        let deleted = wal.delete_dead_segments();
         assert!(deleted > 0);
         assert_eq!(segment_files(dir.path()).len(), all - deleted);
         // Entries still live read back, from files that were kept.
@@ -184,7 +184,7 @@ fn purged_segments_are_deleted_and_the_log_reopens_without_them() {
     wait(wal.purge(G1, id(1, 100)));
     wait(wal.purge(G2, id(1, 100)));
     append(&wal, G1, 1, 101..=101);
-    wal.delete_dead_segments().unwrap();
+    wal.delete_dead_segments();
     assert_eq!(segment_files(dir.path()).len(), 1);
     drop(wal);
     let wal = Wal::open(dir.path(), small()).unwrap();
@@ -206,24 +206,33 @@ fn a_write_torn_at_the_end_is_cut_off() {
     let dir = TempDir::new().unwrap();
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        append(&wal, G1, 1, 1..=5);
+        append(&wal, G1, 1, 0..=4);
     }
     let last = last_segment(dir.path());
     let len = std::fs::metadata(&last).unwrap().len();
-    // A header promising 100 bytes, and 10 of them.
-    let mut torn = 100u32.to_le_bytes().to_vec();
-    torn.extend_from_slice(&[0xAB; 14]);
+    // A whole header, and the record's body cut short.
+    let mut torn = Vec::new();
+    let e = entry(1, 5);
+    record::encode_into(
+        &Record::Entry {
+            group: G1,
+            entry: &e,
+        },
+        &mut torn,
+    )
+    .unwrap();
+    torn.truncate(torn.len() - 3);
     append_bytes(&last, &torn);
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
         assert_eq!(read(&wal, G1, 0, 10).len(), 5);
-        append(&wal, G1, 1, 6..=6);
+        append(&wal, G1, 1, 5..=5);
     }
     assert_eq!(std::fs::metadata(&last).unwrap().len(), len, "cut back");
     // Zeros where a write should have been, at the end of the last segment.
     append_bytes(&last_segment(dir.path()), &[0; 64]);
     let wal = Wal::open(dir.path(), small()).unwrap();
-    assert_eq!(wal.log_state(G1).1, Some(id(1, 6)));
+    assert_eq!(wal.log_state(G1).1, Some(id(1, 5)));
 }
 
 #[test]
@@ -231,7 +240,7 @@ fn damage_before_the_end_refuses_the_open() {
     let dir = TempDir::new().unwrap();
     {
         let wal = Wal::open(dir.path(), small()).unwrap();
-        append(&wal, G1, 1, 1..=100);
+        append(&wal, G1, 1, 0..=100);
     }
     let files = segment_files(dir.path());
     assert!(files.len() > 3);
@@ -266,8 +275,27 @@ fn a_quiet_group_that_pins_old_segments_is_named_and_a_busy_one_is_not() {
     // G2 wrote most of what it pins; G1 holds two entries in the first segment.
     assert_eq!(wal.groups_pinning_segments(), vec![G1]);
     wait(wal.purge(G2, id(1, 290)));
-    assert_eq!(wal.delete_dead_segments().unwrap(), 0, "G1 pins them");
+    assert_eq!(wal.delete_dead_segments(), 0, "G1 pins them");
     wait(wal.purge(G1, id(1, 2)));
-    assert!(wal.delete_dead_segments().unwrap() > 3);
+    assert!(wal.delete_dead_segments() > 3);
     assert!(wal.groups_pinning_segments().is_empty());
+}
+
+#[test]
+fn a_damaged_length_at_the_end_is_corruption_not_a_torn_write() {
+    let dir = TempDir::new().unwrap();
+    {
+        let wal = Wal::open(dir.path(), small()).unwrap();
+        append(&wal, G1, 1, 0..=3);
+    }
+    // The last segment's first record claims to be longer than the file: without the header's
+    // own checksum this would read as a torn write, and opening would cut synced records off.
+    let last = last_segment(dir.path());
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes[1] ^= 0x10;
+    std::fs::write(&last, &bytes).unwrap();
+    match Wal::open(dir.path(), small()) {
+        Err(WalError::Corrupt { reason, .. }) => assert!(reason.contains("header"), "{reason}"),
+        other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+    }
 }

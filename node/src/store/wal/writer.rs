@@ -16,9 +16,11 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 
 pub(super) fn run(shared: &Shared) {
     loop {
-        let (chunks, waiters, files, written, failed) = {
+        let (chunks, waiters, files, written, failed, live_from) = {
             let mut st = lock(shared);
-            while st.pending.is_empty() && st.waiters.is_empty() && !st.stopping {
+            // Records nobody waits for (committed indexes, truncations) ride along with the
+            // next write somebody does wait for: syncing them alone would double the syncs.
+            while st.waiters.is_empty() && !st.stopping {
                 st = shared
                     .work
                     .wait(st)
@@ -27,6 +29,7 @@ pub(super) fn run(shared: &Shared) {
             if st.pending.is_empty() && st.waiters.is_empty() {
                 return;
             }
+            let live_from = st.live_from();
             let chunks = std::mem::take(&mut st.pending);
             let files: Vec<Option<Arc<File>>> = chunks
                 .iter()
@@ -38,6 +41,7 @@ pub(super) fn run(shared: &Shared) {
                 files,
                 st.written,
                 st.failed.clone(),
+                live_from,
             )
         };
         // After a failed write or sync nothing more is written: the kernel may have dropped the
@@ -52,6 +56,7 @@ pub(super) fn run(shared: &Shared) {
                 Ok((position, created)) => {
                     st.files.extend(created);
                     st.written = position;
+                    st.durable_live_from = live_from;
                     let budget = shared.options.cache_bytes_per_group;
                     for g in st.groups.values_mut() {
                         g.evict(budget, position);
@@ -86,6 +91,13 @@ fn write(
     let mut created: Vec<(u32, Arc<File>)> = Vec::new();
     let mut touched: Vec<Arc<File>> = Vec::new();
     for ((seg, bytes), file) in chunks.into_iter().zip(files) {
+        if position.0 != seg {
+            // Sync the segments written so far before the next one exists: a crash
+            // must never leave a torn record anywhere but at the end of the last segment.
+            for f in touched.drain(..) {
+                f.sync_data()?;
+            }
+        }
         let file = match file.or_else(|| {
             created
                 .iter()
