@@ -140,10 +140,10 @@ sections! {
         pub proposal_batch_posts_max: usize = 512,
         /// Posts waiting for a proposal on one shard before new posts are refused, in posts.
         pub proposal_queue_posts_max: usize = 16_384,
-        /// Raft proposals one shard may have in flight at once, in proposals. openraft 0.9 flushes
-        /// each proposal's entry before it takes the next, so more in flight only splits the
-        /// waiting posts into smaller entries; 2 lets one entry flush while the next one fills.
-        pub proposals_in_flight_max: usize = 2,
+        /// Raft proposals one shard may have in flight at once, in proposals. While one is being
+        /// committed the next one fills with every post that arrives, so more in flight only
+        /// splits the waiting posts into smaller entries, each with its own per-entry costs.
+        pub proposals_in_flight_max: usize = 1,
         /// Messages queued in one room actor's mailbox before senders are refused, in messages.
         pub room_mailbox_max: usize = 4096,
         /// Time a client connection may stay silent before it is closed, in milliseconds.

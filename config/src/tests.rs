@@ -85,7 +85,7 @@ fn defaults_are_the_documented_values_and_validate() {
     assert_eq!(c.limits.requests_in_flight_max, 64);
     assert_eq!(c.limits.proposal_batch_posts_max, 512);
     assert_eq!(c.limits.proposal_queue_posts_max, 16384);
-    assert_eq!(c.limits.proposals_in_flight_max, 2);
+    assert_eq!(c.limits.proposals_in_flight_max, 1);
     assert_eq!(c.limits.room_mailbox_max, 4096);
     assert_eq!(c.limits.client_idle_timeout_ms, 30000);
     assert_eq!(c.limits.posts_per_s_per_connection_max, 2000);
