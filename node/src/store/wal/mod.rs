@@ -34,8 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-/// See [`Wal::groups_pinning_segments`].
-pub const PINNING_SEGMENTS_MIN: u64 = 3;
+/// See [`Wal::groups_pinning_segments`]: how many segments' worth of bytes a group must hold on
+/// disk before it counts as pinning them.
+pub const PINNING_SEGMENTS_MIN: u64 = 2;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WalOptions {
@@ -117,6 +118,8 @@ struct State {
     waiters: Vec<Waiter>,
     /// Everything before this position is written (and synced).
     written: (u32, u64),
+    /// Bytes written to each segment that exists.
+    sizes: BTreeMap<u32, u64>,
     /// The lowest segment a live entry lies in, as far as the written records say: purges and
     /// truncations still pending do not count, since a crash would bring their entries back.
     durable_live_from: u32,
@@ -289,6 +292,7 @@ impl Wal {
             let dead: Vec<u32> = st.files.range(..bound).map(|(id, _)| *id).collect();
             for id in &dead {
                 st.files.remove(id);
+                st.sizes.remove(id);
             }
             dead
         };
@@ -349,21 +353,22 @@ impl Wal {
     /// Groups that keep old segments on disk although they hold little of them: a quiet group's
     /// few live entries pin every segment written since, full of other groups' purged entries.
     /// Compacting such a group (snapshot, then purge) lets those segments go. A group pins when
-    /// its first live entry is [`PINNING_SEGMENTS_MIN`] or more segments back and it holds less
+    /// the segments from its first live entry on hold [`PINNING_SEGMENTS_MIN`] segments' worth
+    /// of bytes or more (real bytes: a restart begins a new, small segment) and it holds less
     /// than its share (bytes pinned / groups / 2) of them; busy groups, which wrote most of what
     /// they pin, are left to their own snapshot schedule.
     pub fn groups_pinning_segments(&self) -> Vec<GroupId> {
         let st = self.lock();
         let groups = st.groups.len() as u64;
+        let floor = PINNING_SEGMENTS_MIN * self.shared.options.segment_bytes;
         st.groups
             .values()
             .filter(|g| {
                 let Some(first) = g.first_segment() else {
                     return false;
                 };
-                let behind = (st.head - first) as u64;
-                let pinned = behind * self.shared.options.segment_bytes;
-                behind >= PINNING_SEGMENTS_MIN && g.live_bytes() * groups * 2 < pinned
+                let pinned: u64 = st.sizes.range(first..).map(|(_, n)| n).sum();
+                pinned >= floor && g.live_bytes() * groups * 2 < pinned
             })
             .map(|g| g.group)
             .collect()

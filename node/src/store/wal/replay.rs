@@ -47,6 +47,7 @@ pub(super) fn open(dir: &Path) -> Result<State, WalError> {
     let ids = segments(dir)?;
     let mut replay = Replay::default();
     let mut files = BTreeMap::new();
+    let mut sizes = BTreeMap::new();
     let mut written = (0, 0);
     for (n, &id) in ids.iter().enumerate() {
         let path = segment_path(dir, id);
@@ -70,6 +71,7 @@ pub(super) fn open(dir: &Path) -> Result<State, WalError> {
         }
         let file = File::open(&path).map_err(io_err(&path))?;
         files.insert(id, Arc::new(file));
+        sizes.insert(id, end as u64);
         written = (id, end as u64);
     }
     let groups = replay.finish(dir)?;
@@ -81,6 +83,7 @@ pub(super) fn open(dir: &Path) -> Result<State, WalError> {
         pending: Vec::new(),
         waiters: Vec::new(),
         written,
+        sizes,
         durable_live_from: 0,
         failed: None,
         stopping: false,

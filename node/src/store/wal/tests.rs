@@ -299,3 +299,20 @@ fn a_damaged_length_at_the_end_is_corruption_not_a_torn_write() {
         other => panic!("expected corruption, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn small_segments_left_by_restarts_do_not_count_as_pinned() {
+    let dir = TempDir::new().unwrap();
+    {
+        let wal = Wal::open(dir.path(), small()).unwrap();
+        append(&wal, G1, 1, 0..=1);
+    }
+    for _ in 0..6 {
+        let wal = Wal::open(dir.path(), small()).unwrap();
+        wal.save_committed(G1, Some(id(1, 1))).unwrap();
+        wait(wal.save_vote(G1, Vote::new_committed(1, 1)));
+    }
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    assert!(segment_files(dir.path()).len() >= 7);
+    assert!(wal.groups_pinning_segments().is_empty());
+}

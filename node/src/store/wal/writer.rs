@@ -53,8 +53,15 @@ pub(super) fn run(shared: &Shared) {
         let outcome = {
             let mut st = lock(shared);
             match result {
-                Ok((position, created)) => {
+                Ok(Written {
+                    position,
+                    created,
+                    ends,
+                }) => {
                     st.files.extend(created);
+                    for (seg, end) in ends {
+                        st.sizes.insert(seg, end);
+                    }
                     st.written = position;
                     st.durable_live_from = live_from;
                     let budget = shared.options.cache_bytes_per_group;
@@ -79,7 +86,14 @@ pub(super) fn run(shared: &Shared) {
     }
 }
 
-type Written = ((u32, u64), Vec<(u32, Arc<File>)>);
+struct Written {
+    /// Everything before it is written and synced.
+    position: (u32, u64),
+    /// Segments begun in this turn.
+    created: Vec<(u32, Arc<File>)>,
+    /// Each segment written in this turn and its length now.
+    ends: Vec<(u32, u64)>,
+}
 
 /// Write the chunks in order, creating segments as they begin, then sync every file written.
 fn write(
@@ -90,6 +104,7 @@ fn write(
 ) -> io::Result<Written> {
     let mut created: Vec<(u32, Arc<File>)> = Vec::new();
     let mut touched: Vec<Arc<File>> = Vec::new();
+    let mut ends: Vec<(u32, u64)> = Vec::new();
     for ((seg, bytes), file) in chunks.into_iter().zip(files) {
         if position.0 != seg {
             // Sync the segments written so far before the next one exists: a crash
@@ -124,6 +139,7 @@ fn write(
         } else {
             (seg, bytes.len() as u64)
         };
+        ends.push(position);
         if !touched.iter().any(|f| Arc::ptr_eq(f, &file)) {
             touched.push(file);
         }
@@ -135,5 +151,9 @@ fn write(
         // A new file is only durable once the directory entry naming it is.
         File::open(&shared.dir)?.sync_all()?;
     }
-    Ok((position, created))
+    Ok(Written {
+        position,
+        created,
+        ends,
+    })
 }
