@@ -82,14 +82,18 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let data_dir = config.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| NodeError::Raft(format!("cannot create {}: {e}", data_dir.display())))?;
-    let store = Store::open_with(
-        &data_dir,
-        config.limits.storage_cache_bytes,
-        crate::store::wal::WalOptions {
+    // Opening replays the log and may wait for sled's lock: not on an async worker.
+    let store = {
+        let data_dir = data_dir.clone();
+        let cache = config.limits.storage_cache_bytes;
+        let wal = crate::store::wal::WalOptions {
             segment_bytes: config.raft.log_segment_bytes,
             ..Default::default()
-        },
-    )?;
+        };
+        tokio::task::spawn_blocking(move || Store::open_with(&data_dir, cache, wal))
+            .await
+            .map_err(|e| NodeError::Raft(format!("opening the store: {e}")))??
+    };
     let idle = Duration::from_millis(config.limits.client_idle_timeout_ms);
     let mut endpoint = bind_endpoint(config.node.listen, tls.server_config(idle)?)?;
     endpoint.set_default_client_config(tls.peer_client_config()?);
@@ -486,6 +490,8 @@ impl NodeHandle {
         // during shutdown are then refused instead of waiting unaccepted.
         let _ = self.stopping.send(true);
         self.endpoint.close(0u32.into(), b"shutdown");
+        // A purge waiting for its state machine would hold its Raft core, and so the shutdown.
+        self.store.closing();
         for raft in self.rafts.iter() {
             let _ = raft.shutdown().await;
         }

@@ -135,6 +135,13 @@ impl Proposals {
         .await
     }
 
+    /// Whether this node leads `group` as far as it knows.
+    fn leads(&self, group: GroupId) -> bool {
+        self.rafts
+            .get(group.0 as usize)
+            .is_some_and(|r| r.metrics().borrow().current_leader == Some(self.pool.me().0))
+    }
+
     fn raft(&self, group: GroupId) -> Result<&Raft, ApiError> {
         self.rafts
             .get(group.0 as usize)
@@ -216,6 +223,9 @@ enum Target {
 
 type Waiter = oneshot::Sender<Result<PostOutcome, ApiError>>;
 
+/// Batches a follower may have on their way to the leader's proposer at once.
+const FORWARDS_IN_FLIGHT_MAX: usize = 4;
+
 /// The batching queue of one shard. Cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
@@ -267,10 +277,18 @@ async fn run(
     mut rx: mpsc::Receiver<(ProposedPost, Waiter)>,
 ) {
     let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
+    // Batches handed to the leader's proposer, which packs them again: holding them here too
+    // would make a post taken by a follower wait for two commits before its own.
+    let forwarding = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     let mut pending: Option<(ProposedPost, Waiter)> = None;
     loop {
         // Wait for a free slot first: while every slot is busy, posts accumulate into a bigger batch.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        let slots = if proposals.leads(group) {
+            &in_flight
+        } else {
+            &forwarding
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
         let first = match pending.take() {

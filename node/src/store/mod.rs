@@ -30,13 +30,14 @@ use wal::{Wal, WalError, WalOptions};
 
 /// The node's write-ahead log, sled database and trees.
 pub struct Store {
+    // Declared first so it is dropped first: the log is closed (pending records written, the
+    // writer joined) before sled's lock is released and the store can be opened again.
+    pub(crate) wal: Wal,
     db: sled::Db,
     pub(crate) sm: sled::Tree,
     pub(crate) snap: sled::Tree,
-    pub(crate) wal: Wal,
-    /// The index each group's state machine holds in sled (applied or installed), which a purge
-    /// of the group's log waits for.
-    applied: watch::Sender<BTreeMap<GroupId, u64>>,
+    /// How far each group's state machine is in sled, which a purge of the group's log waits for.
+    progress: watch::Sender<Progress>,
     /// How long a purge waits for that; zero: not at all (openraft's storage suite purges
     /// entries it never applies).
     purge_waits: Duration,
@@ -110,7 +111,7 @@ impl Store {
             snap: db.open_tree("snap")?,
             wal: Wal::open(&dir.join("raft-log"), wal)?,
             db,
-            applied: watch::Sender::new(BTreeMap::new()),
+            progress: watch::Sender::new(Progress::default()),
             purge_waits: PURGE_WAITS_MAX,
         }))
     }
@@ -125,14 +126,37 @@ impl Store {
         Ok(Arc::new(store))
     }
 
-    /// A group's state machine now holds everything up to `index` in sled.
-    pub(crate) fn note_applied(&self, group: GroupId, index: u64) {
-        self.applied.send_if_modified(|m| {
-            let at = m.entry(group).or_default();
-            let moved = *at < index;
-            *at = (*at).max(index);
+    /// Sync sled: returns when everything written to it so far is on disk.
+    pub async fn flush(&self) -> std::io::Result<()> {
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(r) => r.map(|_| ()).map_err(std::io::Error::other),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// A group's state machine now holds everything up to `applied` in sled.
+    pub(crate) fn note_applied(&self, group: GroupId, applied: Option<u64>) {
+        // Counted from 1 so that "nothing applied" is below "entry 0 applied".
+        let count = applied.map_or(0, |i| i + 1);
+        self.progress.send_if_modified(|p| {
+            let at = p.applied.entry(group).or_insert(0);
+            let moved = *at < count;
+            *at = (*at).max(count);
             moved
         });
+    }
+
+    /// A group's state machine failed (it stops): nothing is to be waited for from it.
+    pub(crate) fn note_failed(&self, group: GroupId) {
+        self.progress.send_modify(|p| {
+            p.failed.insert(group);
+        });
+    }
+
+    /// The node is stopping: purges stop waiting.
+    pub fn closing(&self) {
+        self.progress.send_modify(|p| p.closing = true);
     }
 
     /// Wait until a group's state machine holds everything up to `index` in sled.
@@ -144,30 +168,34 @@ impl Store {
         if self.purge_waits.is_zero() {
             return Ok(());
         }
-        let mut rx = self.applied.subscribe();
-        let reached = rx.wait_for(|m| m.get(&group).is_some_and(|&at| at >= index));
-        let outcome = tokio::time::timeout(self.purge_waits, reached)
-            .await
-            .map(|r| r.map(|_| ()));
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(std::io::Error::other("the store is closing")),
-            Err(_) => Err(std::io::Error::other(format!(
-                "{group}: the state machine did not reach entry {index} within {:?}, so the log \
-                 keeps it",
+        let mut rx = self.progress.subscribe();
+        let settled = rx.wait_for(|p| {
+            p.closing
+                || p.failed.contains(&group)
+                || p.applied.get(&group).is_some_and(|&n| n > index)
+        });
+        let outcome = match tokio::time::timeout(self.purge_waits, settled).await {
+            Ok(Ok(p)) if p.applied.get(&group).is_some_and(|&n| n > index) => return Ok(()),
+            Ok(Ok(p)) if p.closing => "the node is stopping".to_string(),
+            Ok(_) => "its state machine failed".to_string(),
+            Err(_) => format!(
+                "its state machine did not get there within {:?}",
                 self.purge_waits
-            ))),
-        }
+            ),
+        };
+        Err(std::io::Error::other(format!(
+            "{group}: the log keeps entries up to {index}: {outcome}"
+        )))
     }
+}
 
-    /// Sync sled: returns when everything written to it so far is on disk.
-    pub async fn flush(&self) -> std::io::Result<()> {
-        let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(r) => r.map(|_| ()).map_err(std::io::Error::other),
-            Err(e) => Err(std::io::Error::other(e)),
-        }
-    }
+/// See [`Store::state_machine_reached`].
+#[derive(Debug, Default)]
+struct Progress {
+    /// Per group: how many entries (indexes 0..n) its state machine holds in sled.
+    applied: BTreeMap<GroupId, u64>,
+    failed: std::collections::BTreeSet<GroupId>,
+    closing: bool,
 }
 
 /// How long opening waits for the database's lock. sled frees a closed database's files only

@@ -355,8 +355,9 @@ impl Inner {
             None => AppliedState::default(),
         };
         let applied_index = applied.last_applied.map_or(0, |l| l.index);
+        self.store
+            .note_applied(self.group, applied.last_applied.map(|l| l.index));
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
-        self.store.note_applied(self.group, applied_index);
         match &self.kind {
             Kind::Meta(view) => {
                 let key = keys::sm_tag(self.group, keys::META_STATE);
@@ -658,7 +659,7 @@ impl Inner {
         );
         self.store.sm.apply_batch(batch).map_err(write_err)?;
         self.store
-            .note_applied(self.group, applied.last_applied.map_or(0, |l| l.index));
+            .note_applied(self.group, applied.last_applied.map(|l| l.index));
 
         // Publish to readers only after the batch is in sled, so a reader never sees a head whose
         // messages it cannot read.
@@ -803,7 +804,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let inner = self.inner.clone();
-        let (results, fanout) = blocking(move || inner.apply_blocking(entries)).await?;
+        let applied = blocking(move || inner.apply_blocking(entries)).await;
+        let (results, fanout) =
+            applied.inspect_err(|_| self.inner.store.note_failed(self.inner.group))?;
         if let Kind::Shard {
             applied_tx: Some(tx),
             ..
@@ -833,7 +836,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let inner = self.inner.clone();
         let meta = meta.clone();
-        blocking(move || inner.install_blocking(&meta, snapshot.into_inner())).await
+        let installed =
+            blocking(move || inner.install_blocking(&meta, snapshot.into_inner())).await;
+        if installed.is_err() {
+            self.inner.store.note_failed(self.inner.group);
+        }
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {

@@ -180,10 +180,27 @@ async fn a_purge_waits_until_the_state_machine_holds_what_it_purges() {
         "the purge went ahead of the state machine"
     );
     assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, None);
-    store.note_applied(g, 5);
+    store.note_applied(g, Some(5));
     purging.await.unwrap().unwrap();
     assert_eq!(
         log.get_log_state().await.unwrap().last_purged_log_id,
         Some(upto)
     );
+
+    // A state machine that failed (a refused snapshot) will never get there: the purge gives up
+    // at once, and the log keeps its entries.
+    let g2 = GroupId(2);
+    let mut log2 = LogStore::new(store.clone(), g2);
+    append(
+        &mut log2,
+        (0..=5).map(|i| entry(i, EntryPayload::Blank)).collect(),
+    )
+    .await;
+    let purging = tokio::spawn({
+        let mut log2 = log2.clone();
+        async move { log2.purge(upto).await }
+    });
+    store.note_failed(g2);
+    assert!(purging.await.unwrap().is_err());
+    assert_eq!(log2.get_log_state().await.unwrap().last_purged_log_id, None);
 }

@@ -75,6 +75,8 @@ pub enum Bad {
     Short,
     /// Length, checksum or body do not hold together.
     Garbled(String),
+    /// The header is whole and sound, the body of `len` bytes does not match its checksum.
+    Body { len: usize },
 }
 
 /// Decode the record at the start of `buf`; answers it and its whole length.
@@ -95,7 +97,7 @@ pub fn decode(buf: &[u8]) -> Result<(Record<Entry>, usize), Bad> {
         return Err(Bad::Short);
     };
     if crc32fast::hash(body) != crc {
-        return Err(Bad::Garbled("checksum mismatch".into()));
+        return Err(Bad::Body { len });
     }
     let record = stoa_proto::decode(body).map_err(|e| Bad::Garbled(e.to_string()))?;
     Ok((record, HEADER_BYTES + len))
@@ -113,5 +115,6 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> Result<Record<Entry>, St
         )),
         Err(Bad::Short) => Err(format!("record at {offset} is cut short")),
         Err(Bad::Garbled(why)) => Err(format!("record at {offset}: {why}")),
+        Err(Bad::Body { .. }) => Err(format!("record at {offset}: checksum mismatch")),
     }
 }

@@ -2,7 +2,7 @@
 //! segment for this run's appends.
 
 use super::group::{GroupLog, Loc};
-use super::record::{self, Bad, Record};
+use super::record::{self, Bad, Record, HEADER_BYTES};
 use super::{State, WalError};
 use crate::raft::{Entry, GroupId};
 use std::collections::BTreeMap;
@@ -143,8 +143,14 @@ impl Replay {
                 Err(Bad::Garbled(_)) if last && data[at..].iter().all(|b| *b == 0) => {
                     return Ok(at)
                 }
+                // A write torn by a crash can also leave a sound header over a body some of whose
+                // sectors never reached the disk (zeros).
+                Err(Bad::Body { len }) if last && has_zero_sector(data, at, HEADER_BYTES + len) => {
+                    return Ok(at)
+                }
                 Err(Bad::Short) => return Err(corrupt(at, "a record is cut short".into())),
                 Err(Bad::Garbled(why)) => return Err(corrupt(at, why)),
+                Err(Bad::Body { .. }) => return Err(corrupt(at, "checksum mismatch".into())),
             }
         }
         Ok(at)
@@ -201,4 +207,20 @@ impl Replay {
         }
         Ok(self.groups)
     }
+}
+
+/// Whether the bytes `at..at + len` (as far as the file goes), cut at 512-byte boundaries of the
+/// file, hold a piece that is all zeros: a sector that was never written.
+fn has_zero_sector(data: &[u8], at: usize, len: usize) -> bool {
+    const SECTOR: usize = 512;
+    let end = (at + len).min(data.len());
+    let mut from = at;
+    while from < end {
+        let to = ((from / SECTOR + 1) * SECTOR).min(end);
+        if data[from..to].iter().all(|b| *b == 0) {
+            return true;
+        }
+        from = to;
+    }
+    false
 }

@@ -316,3 +316,45 @@ fn small_segments_left_by_restarts_do_not_count_as_pinned() {
     assert!(segment_files(dir.path()).len() >= 7);
     assert!(wal.groups_pinning_segments().is_empty());
 }
+
+#[test]
+fn a_sound_header_over_a_body_with_a_sector_of_zeros_at_the_end_is_a_torn_write() {
+    let dir = TempDir::new().unwrap();
+    {
+        let wal = Wal::open(dir.path(), small()).unwrap();
+        append(&wal, G1, 1, 0..=2);
+    }
+    let post = crate::domain::shard::ProposedPost {
+        room_id: 1,
+        room: "lobby".into(),
+        author: "ann".into(),
+        client_msg_id: "c1".into(),
+        text: "x".repeat(3000),
+        alert: false,
+        ts_ms: 1,
+        file: None,
+        checked_at: 0,
+    };
+    let big = Entry {
+        log_id: id(1, 3),
+        payload: EntryPayload::Normal(Command::Posts(vec![post])),
+    };
+    let mut torn = Vec::new();
+    record::encode_into(
+        &Record::Entry {
+            group: G1,
+            entry: &big,
+        },
+        &mut torn,
+    )
+    .unwrap();
+    // The pages of a write reach the disk in any order: here a middle sector never did.
+    let last = last_segment(dir.path());
+    let start = std::fs::metadata(&last).unwrap().len() as usize;
+    let sector = (start / 512 + 2) * 512 - start;
+    torn[sector..sector + 512].fill(0);
+    append_bytes(&last, &torn);
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(wal.log_state(G1).1, Some(id(1, 2)));
+    assert_eq!(std::fs::metadata(&last).unwrap().len() as usize, start);
+}

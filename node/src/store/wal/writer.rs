@@ -6,6 +6,10 @@ use super::{replay, Shared, State};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+/// See the writer's wait loop.
+const IDLE_WRITE_AFTER: Duration = Duration::from_secs(1);
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
     shared
@@ -21,10 +25,23 @@ pub(super) fn run(shared: &Shared) {
             // Records nobody waits for (committed indexes, truncations) ride along with the
             // next write somebody does wait for: syncing them alone would double the syncs.
             while st.waiters.is_empty() && !st.stopping {
-                st = shared
+                if st.pending.is_empty() {
+                    st = shared
+                        .work
+                        .wait(st)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    continue;
+                }
+                // Stragglers nobody waits for are still written once the log has been idle
+                // a while, so a quiet group's last committed index reaches the disk.
+                let (guard, waited) = shared
                     .work
-                    .wait(st)
+                    .wait_timeout(st, IDLE_WRITE_AFTER)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
+                st = guard;
+                if waited.timed_out() {
+                    break;
+                }
             }
             if st.pending.is_empty() && st.waiters.is_empty() {
                 return;
@@ -128,6 +145,8 @@ fn write(
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                // A new file is only durable once the directory entry naming it is.
+                File::open(&shared.dir)?.sync_all()?;
                 let f = Arc::new(f);
                 created.push((seg, f.clone()));
                 f
@@ -146,10 +165,6 @@ fn write(
     }
     for f in &touched {
         f.sync_data()?;
-    }
-    if !created.is_empty() {
-        // A new file is only durable once the directory entry naming it is.
-        File::open(&shared.dir)?.sync_all()?;
     }
     Ok(Written {
         position,
