@@ -58,16 +58,7 @@ async fn t20_whole_cluster_restart_keeps_all_history() {
     drop(c);
 
     info!("--- every node stops, then all start again on their data");
-    for i in 0..3 {
-        tc.cluster.stop(i).await;
-    }
-    for i in 0..3 {
-        tc.cluster.restart(i).await.expect("restart");
-    }
-    tc.cluster
-        .ready(Duration::from_secs(30))
-        .await
-        .expect("ready again");
+    restart_every_node(&mut tc).await;
 
     info!("--- the history is intact on every node and posting continues at seq 26");
     for i in 0..3 {
@@ -83,6 +74,20 @@ async fn t20_whole_cluster_restart_keeps_all_history() {
     let h = full_history(&c, ROOM).await;
     assert_gap_free(ROOM, &h);
     tc.shutdown().await;
+}
+
+/// Stop every node, start them all again on their data, and wait until the cluster is ready.
+async fn restart_every_node(tc: &mut TestCluster) {
+    for i in 0..tc.len() {
+        tc.cluster.stop(i).await;
+    }
+    for i in 0..tc.len() {
+        tc.cluster.restart(i).await.expect("restart");
+    }
+    tc.cluster
+        .ready(Duration::from_secs(30))
+        .await
+        .expect("ready again");
 }
 
 /// Segment files of node `i`'s Raft log (0-based node index).
@@ -148,16 +153,7 @@ async fn t20_compacted_logs_a_node_behind_catches_up_by_snapshot_and_restarts_ke
     drop((c, c3));
 
     info!("--- every node restarts from its compacted log and snapshot");
-    for i in 0..3 {
-        tc.cluster.stop(i).await;
-    }
-    for i in 0..3 {
-        tc.cluster.restart(i).await.expect("restart");
-    }
-    tc.cluster
-        .ready(Duration::from_secs(30))
-        .await
-        .expect("ready again");
+    restart_every_node(&mut tc).await;
     for i in 0..3 {
         let ci = tc.client(i).await;
         assert_eq!(full_history(&ci, ROOM).await, expected, "node {}", i + 1);
