@@ -61,10 +61,7 @@ async fn t20_whole_cluster_restart_keeps_all_history() {
     restart_every_node(&mut tc).await;
 
     info!("--- the history is intact on every node and posting continues at seq 26");
-    for i in 0..3 {
-        let ci = tc.client(i).await;
-        assert_eq!(full_history(&ci, ROOM).await, before, "node {}", i + 1);
-    }
+    assert_every_node_has(&tc, &before).await;
     let c = tc.client(1).await;
     let p = c
         .post_with_id(ROOM, "after", "after", false)
@@ -88,6 +85,14 @@ async fn restart_every_node(tc: &mut TestCluster) {
         .ready(Duration::from_secs(30))
         .await
         .expect("ready again");
+}
+
+/// Every node serves exactly `expected` as the room's history.
+async fn assert_every_node_has(tc: &TestCluster, expected: &[stoa_proto::Message]) {
+    for i in 0..tc.len() {
+        let ci = tc.client(i).await;
+        assert_eq!(full_history(&ci, ROOM).await, expected, "node {}", i + 1);
+    }
 }
 
 /// Segment files of node `i`'s Raft log (0-based node index).
@@ -154,10 +159,7 @@ async fn t20_compacted_logs_a_node_behind_catches_up_by_snapshot_and_restarts_ke
 
     info!("--- every node restarts from its compacted log and snapshot");
     restart_every_node(&mut tc).await;
-    for i in 0..3 {
-        let ci = tc.client(i).await;
-        assert_eq!(full_history(&ci, ROOM).await, expected, "node {}", i + 1);
-    }
+    assert_every_node_has(&tc, &expected).await;
     let c = tc.client(1).await;
     let p = c
         .post_with_id(ROOM, "after", "after", false)

@@ -5,6 +5,7 @@
 use super::record::GroupState;
 use crate::raft::{Entry, GroupId, LogId, Vote};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Where a record lies: segment, offset, length (header included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,8 +27,9 @@ pub struct Slot {
     pub log_id: LogId,
     pub loc: Loc,
     /// Kept while the entry is recent (and always until it is written), so replication reads
-    /// of fresh entries never touch the files.
-    pub entry: Option<Entry>,
+    /// of fresh entries never touch the files. Shared, so a read takes it out from under the
+    /// log's lock without copying it there.
+    pub entry: Option<Arc<Entry>>,
 }
 
 #[derive(Debug)]
@@ -77,8 +79,8 @@ impl GroupLog {
     pub fn set_state(&mut self, s: &GroupState) {
         self.vote = s.vote;
         self.committed = s.committed;
-        if s.purged > self.purged {
-            self.purge(s.purged.expect("greater than something"));
+        if let Some(purged) = s.purged {
+            self.purge(purged);
         }
     }
 
@@ -111,6 +113,7 @@ impl GroupLog {
     /// Push an entry (checked with [`GroupLog::check_push`]); one at an index the log already
     /// holds replaces that entry and every later one.
     pub fn push(&mut self, log_id: LogId, loc: Loc, entry: Option<Entry>) {
+        let entry = entry.map(Arc::new);
         self.truncate(log_id.index);
         if entry.is_some() {
             self.cached_bytes += loc.len as u64;

@@ -8,9 +8,10 @@
 //!
 //! Files: `NNNNNNNN.wal` segments of [`record`]s. Every segment begins with a `State` record (every
 //! group's vote, committed and purge point), so a segment can be deleted once every entry in it
-//! is purged. Opening replays the segments in order; a record cut short at the very end of the
-//! last one is a write torn by a crash and is cut off, anything else that does not read back is
-//! corruption and refuses the open.
+//! is purged. Opening replays the segments in order. At the end of the last one, a record cut
+//! short, zeros, or a sound header over a body with a zero sector is a write torn by a crash
+//! (never synced, so never acknowledged) and is cut off; anything else that does not read back
+//! is corruption and refuses the open.
 //!
 //! Memory: the position of every live entry, and the recent entries themselves (up to
 //! `cache_bytes_per_group`, and always the ones not yet written), so replication reads of fresh
@@ -154,12 +155,7 @@ impl Wal {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves no half-done change behind (each change is checked
-        // before it is made), so a poisoned lock is still consistent.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.lock()
     }
 
     /// Queue `entries` for writing; they are readable at once and `waiter` is completed once they
@@ -393,7 +389,7 @@ impl Drop for Wal {
 
 /// One entry of a read: in memory, or where to read it.
 pub enum Piece {
-    Ready(Entry),
+    Ready(Arc<Entry>),
     OnDisk {
         file: Option<Arc<File>>,
         loc: Loc,
@@ -409,7 +405,8 @@ impl Piece {
 
     fn load(self, dir: &Path) -> Result<Entry, WalError> {
         let (file, loc, log_id, group) = match self {
-            Piece::Ready(e) => return Ok(e),
+            // Copied here, outside the log's lock; usually the log still holds it too.
+            Piece::Ready(e) => return Ok(Arc::unwrap_or_clone(e)),
             Piece::OnDisk {
                 file,
                 loc,
@@ -429,6 +426,16 @@ impl Piece {
                 "expected entry {log_id} of {group}, found {other:?}"
             ))),
         }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves no half-done change behind (each change is checked
+        // before it is made), so a poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

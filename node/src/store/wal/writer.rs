@@ -2,26 +2,19 @@
 //! completes whoever waited for it. While it writes, appends gather for its next turn, so the
 //! number of syncs follows the disk, not the number of appends.
 
-use super::{replay, Shared, State};
+use super::{replay, Shared};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// See the writer's wait loop.
 const IDLE_WRITE_AFTER: Duration = Duration::from_secs(1);
 
-fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-    shared
-        .state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 pub(super) fn run(shared: &Shared) {
     loop {
         let (chunks, waiters, files, written, failed, live_from) = {
-            let mut st = lock(shared);
+            let mut st = shared.lock();
             // Records nobody waits for (committed indexes, truncations) ride along with the
             // next write somebody does wait for: syncing them alone would double the syncs.
             while st.waiters.is_empty() && !st.stopping {
@@ -68,7 +61,7 @@ pub(super) fn run(shared: &Shared) {
             None => write(shared, chunks, files, written),
         };
         let outcome = {
-            let mut st = lock(shared);
+            let mut st = shared.lock();
             match result {
                 Ok(Written {
                     position,
