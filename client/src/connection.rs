@@ -165,6 +165,69 @@ impl Link {
     pub fn close(&self, code: u32, reason: &str) {
         self.conn.close(VarInt::from_u32(code), reason.as_bytes());
     }
+
+    pub fn transport_stats(&self) -> TransportStats {
+        let s = self.conn.stats();
+        TransportStats {
+            datagrams_sent: s.udp_tx.datagrams,
+            datagrams_received: s.udp_rx.datagrams,
+            bytes_sent: s.udp_tx.bytes,
+            bytes_received: s.udp_rx.bytes,
+            send_calls: s.udp_tx.ios,
+            acks_sent: s.frame_tx.acks,
+            packets_lost: s.path.lost_packets,
+            rtt: s.path.rtt,
+        }
+    }
+}
+
+/// Counters of the current connection's QUIC transport, for diagnostics and load tests. They
+/// start from zero on every (re)connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// `sendmsg` calls; fewer than `datagrams_sent` when segmentation offload packs several.
+    pub send_calls: u64,
+    /// ACK frames sent (most of them in packets of their own when the client only listens).
+    pub acks_sent: u64,
+    pub packets_lost: u64,
+    /// The current round-trip estimate.
+    pub rtt: std::time::Duration,
+}
+
+impl TransportStats {
+    /// Counter sums (the round trip is the larger of the two).
+    pub fn add(&self, o: &TransportStats) -> TransportStats {
+        TransportStats {
+            datagrams_sent: self.datagrams_sent + o.datagrams_sent,
+            datagrams_received: self.datagrams_received + o.datagrams_received,
+            bytes_sent: self.bytes_sent + o.bytes_sent,
+            bytes_received: self.bytes_received + o.bytes_received,
+            send_calls: self.send_calls + o.send_calls,
+            acks_sent: self.acks_sent + o.acks_sent,
+            packets_lost: self.packets_lost + o.packets_lost,
+            rtt: self.rtt.max(o.rtt),
+        }
+    }
+
+    /// Counter differences since `earlier` (saturating: a reconnection restarts the counters).
+    pub fn since(&self, earlier: &TransportStats) -> TransportStats {
+        TransportStats {
+            datagrams_sent: self.datagrams_sent.saturating_sub(earlier.datagrams_sent),
+            datagrams_received: self
+                .datagrams_received
+                .saturating_sub(earlier.datagrams_received),
+            bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
+            bytes_received: self.bytes_received.saturating_sub(earlier.bytes_received),
+            send_calls: self.send_calls.saturating_sub(earlier.send_calls),
+            acks_sent: self.acks_sent.saturating_sub(earlier.acks_sent),
+            packets_lost: self.packets_lost.saturating_sub(earlier.packets_lost),
+            rtt: self.rtt,
+        }
+    }
 }
 
 /// How a connection ended.
@@ -445,4 +508,33 @@ async fn on_frame(shared: &Arc<Shared>, link: &Link, frame: ServerFrame) -> Opti
         ServerFrame::Welcome(_) => return Some(LinkEnd::Protocol("a second Welcome".into())),
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TransportStats;
+    use std::time::Duration;
+
+    #[test]
+    fn transport_stats_sum_and_differ_without_underflow() {
+        let a = TransportStats {
+            datagrams_received: 10,
+            acks_sent: 4,
+            rtt: Duration::from_millis(2),
+            ..Default::default()
+        };
+        let b = TransportStats {
+            datagrams_received: 5,
+            acks_sent: 1,
+            rtt: Duration::from_millis(7),
+            ..Default::default()
+        };
+        let sum = a.add(&b);
+        assert_eq!((sum.datagrams_received, sum.acks_sent), (15, 5));
+        assert_eq!(sum.rtt, Duration::from_millis(7));
+        let d = sum.since(&a);
+        assert_eq!((d.datagrams_received, d.acks_sent), (5, 1));
+        // A reconnection restarted the counters: the difference is clamped, not wrapped.
+        assert_eq!(a.since(&sum).datagrams_received, 0);
+    }
 }

@@ -74,7 +74,7 @@ pub mod resume;
 mod session;
 
 pub use config::ClientConfig;
-pub use connection::new_endpoint;
+pub use connection::{new_endpoint, TransportStats};
 pub use error::{ClientError, Result};
 pub use presence::{apply_roster_change, RosterEvent, RosterStream};
 /// The QUIC endpoint type [`Client::connect_with_endpoint`] takes, so callers need no quinn dependency.
@@ -414,6 +414,15 @@ impl Client {
             },
             State::Failed(e) => Status::Failed(e.clone()),
             State::Closed => Status::Closed,
+        }
+    }
+
+    /// The current connection's QUIC counters (datagrams, bytes, ACKs, losses), `None` while not
+    /// connected. They restart from zero when the client reconnects.
+    pub fn transport_stats(&self) -> Option<TransportStats> {
+        match &*self.shared().state.borrow() {
+            State::Up(link) if !link.is_dead() => Some(link.transport_stats()),
+            _ => None,
         }
     }
 

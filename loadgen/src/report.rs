@@ -128,6 +128,14 @@ pub struct Report {
     pub loadgen_cpu_measured_s: f64,
     /// Datagrams the load generator's UDP sockets dropped (receive buffer full).
     pub loadgen_udp_drops: u64,
+    /// QUIC datagrams the clients received and sent in the measured period, per delivery: what
+    /// each delivery costs in packets (a connection that reconnects restarts its counters, so
+    /// W2 undercounts).
+    pub client_datagrams_received_per_delivery: f64,
+    pub client_datagrams_sent_per_delivery: f64,
+    pub client_bytes_per_datagram_received: f64,
+    /// ACK frames the clients sent per datagram they received.
+    pub client_acks_per_datagram_received: f64,
     /// Every 500 ms: seconds since the load started, posts/s, deliveries/s, p99 of that interval.
     pub progress: Vec<Tick>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -164,7 +172,8 @@ impl Report {
         let acks_measured: u64 = t.acks[measured.clone()].iter().sum();
         let deliveries_measured: u64 = t.deliveries[measured].iter().sum();
         let me = procstat::sample_self().unwrap_or_default();
-        let (begin, end) = &fin.cpu_measured;
+        let (begin, end) = &fin.measured_bounds;
+        let quic = end.clients.since(&begin.clients);
         let f = &fin.findings;
         let failover_ok = failover.as_ref().is_none_or(Failover::clean);
         Report {
@@ -223,6 +232,18 @@ impl Report {
             loadgen_peak_rss_kb: me.peak_rss_kb,
             loadgen_cpu_s: r3(me.cpu_s),
             loadgen_cpu_measured_s: r3(end.loadgen_s - begin.loadgen_s),
+            client_datagrams_received_per_delivery: r3(
+                quic.datagrams_received as f64 / deliveries_measured.max(1) as f64
+            ),
+            client_datagrams_sent_per_delivery: r3(
+                quic.datagrams_sent as f64 / deliveries_measured.max(1) as f64
+            ),
+            client_bytes_per_datagram_received: r3(
+                quic.bytes_received as f64 / quic.datagrams_received.max(1) as f64
+            ),
+            client_acks_per_datagram_received: r3(
+                quic.acks_sent as f64 / quic.datagrams_received.max(1) as f64
+            ),
             progress: fin.ticks.clone(),
             ok: f.clean() && fin.ack_conflicts == 0 && failover_ok,
             storm,
@@ -386,6 +407,14 @@ impl Report {
             self.loadgen_cpu_s,
             self.loadgen_cpu_measured_s,
             self.loadgen_udp_drops
+        );
+        let _ = writeln!(
+            w,
+            "  client QUIC  datagrams per delivery: {:.3} received ({:.0} bytes each), {:.3} sent; {:.2} ACKs sent per datagram received",
+            self.client_datagrams_received_per_delivery,
+            self.client_bytes_per_datagram_received,
+            self.client_datagrams_sent_per_delivery,
+            self.client_acks_per_datagram_received
         );
         for e in &self.first_node_errors {
             let _ = writeln!(w, "  {e}");

@@ -28,7 +28,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use stoa_client::{Client, Endpoint, Message};
+use stoa_client::{Client, Endpoint, Message, TransportStats};
 use stoa_node::dev::processes::ProcCluster;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -355,11 +355,13 @@ impl Clock {
     }
 }
 
-/// CPU seconds of the load generator and of each node at one moment.
+/// CPU seconds of the load generator and of each node, and the clients' QUIC counters, at one
+/// moment.
 #[derive(Debug, Clone, Default)]
-pub struct CpuMark {
+pub struct Mark {
     pub loadgen_s: f64,
     pub nodes_s: Vec<f64>,
+    pub clients: TransportStats,
 }
 
 /// The embedded cluster's processes and their figures, shared with the ticker.
@@ -377,11 +379,15 @@ impl Nodes {
         }
     }
 
-    fn mark(&self) -> CpuMark {
+    fn mark(&self, clients: &[Client]) -> Mark {
         self.observe();
-        CpuMark {
+        Mark {
             loadgen_s: procstat::sample_self().map_or(0.0, |s| s.cpu_s),
             nodes_s: lock(&self.stats).cpu_s(),
+            clients: clients
+                .iter()
+                .filter_map(Client::transport_stats)
+                .fold(TransportStats::default(), |sum, s| sum.add(&s)),
         }
     }
 }
@@ -404,7 +410,7 @@ pub struct Load {
     stop_posting: watch::Sender<bool>,
     ticker: tokio::task::JoinHandle<Vec<Tick>>,
     stop_ticker: watch::Sender<bool>,
-    marks: tokio::task::JoinHandle<(CpuMark, CpuMark)>,
+    marks: tokio::task::JoinHandle<(Mark, Mark)>,
     nodes: Nodes,
 }
 
@@ -434,7 +440,7 @@ pub struct Finished {
     pub loadgen_udp_drops: u64,
     /// Likewise on each embedded node's socket.
     pub server_udp_drops: Vec<u64>,
-    pub cpu_measured: (CpuMark, CpuMark),
+    pub measured_bounds: (Mark, Mark),
     pub notes: Vec<String>,
     pub author: String,
     pub clock: Clock,
@@ -597,11 +603,12 @@ impl Load {
         ));
         let marks = {
             let nodes = nodes.clone();
+            let clients = clients.clone();
             tokio::spawn(async move {
                 sleep_until(clock.at(warmup)).await;
-                let begin = nodes.mark();
+                let begin = nodes.mark(&clients);
                 sleep_until(clock.at(warmup + duration)).await;
-                (begin, nodes.mark())
+                (begin, nodes.mark(&clients))
             })
         };
         Ok(Load {
@@ -709,7 +716,7 @@ impl Load {
         }
         let _ = self.stop_ticker.send(true);
         let ticks = (&mut self.ticker).await.unwrap_or_default();
-        let cpu_measured = (&mut self.marks).await.unwrap_or_default();
+        let measured_bounds = (&mut self.marks).await.unwrap_or_default();
         self.nodes.observe();
         let drops = self.udp_drops();
         for c in &self.clients {
@@ -759,7 +766,7 @@ impl Load {
             ticks,
             loadgen_udp_drops: drops.0,
             server_udp_drops: drops.1,
-            cpu_measured,
+            measured_bounds,
             notes: self.notes.clone(),
             author: self.author.clone(),
             clock: self.clock,
