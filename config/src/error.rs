@@ -59,6 +59,9 @@ pub enum ConfigError {
         other_value: u64,
     },
 
+    #[error("{field} ({value:?}) must be empty or an address ip:port")]
+    NotAnAddress { field: &'static str, value: String },
+
     #[error("cluster.peers lists node id {id} more than once")]
     DuplicatePeerId { id: NodeId },
 

@@ -68,6 +68,8 @@ sections! {
         /// Directory of the Raft logs, snapshots and state machines. A relative path is relative to
         /// the working directory the node is started in.
         pub data_dir: PathBuf = PathBuf::from("stoa-data"),
+        /// TCP address (ip:port) of the Prometheus metrics endpoint, `GET /metrics`; empty: none.
+        pub metrics_listen: String = String::new(),
     }
 
     /// Cluster membership and sharding.
@@ -197,4 +199,20 @@ pub struct PeerConfig {
     pub id: NodeId,
     /// The peer's UDP address (QUIC), as ip:port.
     pub addr: SocketAddr,
+}
+
+impl NodeSection {
+    /// The metrics endpoint's address, `None` when `metrics_listen` is empty.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, crate::ConfigError> {
+        let text = self.metrics_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| crate::ConfigError::NotAnAddress {
+                field: "node.metrics_listen",
+                value: self.metrics_listen.clone(),
+            })
+    }
 }

@@ -109,6 +109,7 @@ fn a_full_file_parses() {
         id = 2
         listen = "0.0.0.0:7402"
         data_dir = "/var/lib/stoa"
+        metrics_listen = "0.0.0.0:9402"
 
         [cluster]
         shards = 8
@@ -158,6 +159,7 @@ fn a_full_file_parses() {
             id: NodeId(2),
             listen: addr("0.0.0.0:7402"),
             data_dir: "/var/lib/stoa".into(),
+            metrics_listen: "0.0.0.0:9402".into(),
         },
         cluster: ClusterSection {
             shards: 8,
@@ -239,6 +241,10 @@ fn unknown_fields_and_sections_are_refused_by_name() {
 fn wrong_types_and_bad_addresses_are_refused() {
     assert_mentions(&refused("[node]\nid = \"one\"\n"), &["id"]);
     assert_mentions(&refused("[node]\nlisten = \"localhost\"\n"), &["listen"]);
+    assert_mentions(
+        &refused("[node]\nmetrics_listen = \"localhost:9400\"\n"),
+        &["node.metrics_listen", "localhost:9400"],
+    );
     assert_mentions(&refused("[cluster]\nshards = -1\n"), &["shards"]);
     // A peer has no defaults.
     assert_mentions(&refused("[[cluster.peers]]\nid = 1\n"), &["addr"]);
@@ -500,6 +506,10 @@ fn examples_validate_and_write_out_every_field() {
         assert_eq!(c.node.id, NodeId(n), "{name}");
         assert_eq!(c.node.listen, addr(&format!("127.0.0.1:740{n}")), "{name}");
         assert_eq!(c.node.data_dir, PathBuf::from(format!("data/node{n}")));
+        assert_eq!(
+            c.node.metrics_addr().unwrap(),
+            Some(addr(&format!("127.0.0.1:940{n}")))
+        );
         assert_eq!(c.cluster.peers, three_peers(), "{name}");
         assert_eq!(c.cluster.bootstrap, n == 1, "{name}");
         assert_eq!(c.tls.node_key, PathBuf::from(format!("certs/node-{n}.key")));
@@ -560,4 +570,12 @@ fn validate_checks_presence_timing_and_bounds() {
         &refused_by_validate(|c| c.presence.expiry_ms = c.presence.report_interval_ms),
         &["presence.report_interval_ms (1000)", "presence.expiry_ms"],
     );
+}
+
+#[test]
+fn metrics_endpoint_is_off_unless_an_address_is_given() {
+    assert_eq!(NodeConfig::default().node.metrics_addr().unwrap(), None);
+    let c =
+        NodeConfig::from_toml_str("[node]\nmetrics_listen = \"127.0.0.1:9401\"\n", &[]).unwrap();
+    assert_eq!(c.node.metrics_addr().unwrap(), Some(addr("127.0.0.1:9401")));
 }

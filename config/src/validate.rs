@@ -17,7 +17,7 @@ impl NodeConfig {
     /// Checks ranges and relations between fields; the first violation found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let NodeConfig {
-            node: _,
+            node,
             cluster,
             tls: _,
             raft,
@@ -25,6 +25,7 @@ impl NodeConfig {
             chat,
             presence,
         } = self;
+        node.metrics_addr()?;
 
         in_range(
             "cluster.shards",

@@ -14,11 +14,13 @@
 //! in order, whatever the race between apply, dispatch and actor creation.
 
 use crate::domain::presence::{self as rules, RoomId};
+use crate::metrics::Counters;
 use crate::presence::PresenceHub;
 use crate::search::IndexOp;
 use crate::store::sm::{Applied, MetaView, ShardView};
 use actix::prelude::*;
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +92,7 @@ pub struct Fanout {
     /// Rooms whose roster changed while their actor's mailbox was full; woken again by the
     /// presence task's next tick.
     missed_wakes: Arc<Mutex<HashSet<RoomId>>>,
+    counters: Counters,
 }
 
 impl Fanout {
@@ -101,6 +104,7 @@ impl Fanout {
         meta: MetaView,
         index: Option<mpsc::Sender<Vec<IndexOp>>>,
         presence: PresenceHub,
+        counters: Counters,
     ) -> Fanout {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -125,6 +129,7 @@ impl Fanout {
             index,
             presence,
             missed_wakes: Default::default(),
+            counters,
         };
         tokio::spawn(fanout.clone().dispatch(applied));
         tokio::spawn(fanout.clone().recheck_on_changes());
@@ -182,6 +187,11 @@ impl Fanout {
 
     async fn dispatch(self, mut applied: mpsc::Receiver<Vec<Applied>>) {
         while let Some(batch) = applied.recv().await {
+            let posted = batch
+                .iter()
+                .filter(|a| matches!(a, Applied::Posted(..)))
+                .count();
+            self.counters.posts_applied.inc_by(posted as u64);
             if let Some(index) = &self.index {
                 let items = batch
                     .iter()
@@ -320,6 +330,7 @@ impl Fanout {
             last: view.last_seq(room_id),
             subs: HashMap::new(),
             limits: self.limits,
+            delivered: self.counters.deliveries.clone(),
             meta: self.meta.clone(),
             presence: self.presence.clone(),
             users: HashMap::new(),
@@ -412,6 +423,8 @@ pub struct RoomActor {
     last: Seq,
     subs: HashMap<u64, Sub>,
     limits: FanoutLimits,
+    /// Message frames queued (the node's `stoa_deliveries` counter).
+    delivered: Counter,
     meta: MetaView,
     presence: PresenceHub,
     /// Subscriptions per user: a user is a participant here while above zero.
@@ -518,6 +531,7 @@ impl RoomActor {
             Ok(()) => {
                 if let Some(seq) = seq {
                     s.sent = seq;
+                    self.delivered.inc();
                 }
                 true
             }

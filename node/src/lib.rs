@@ -21,6 +21,7 @@ pub mod compaction;
 pub mod dev;
 pub mod domain;
 pub mod fanout;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod presence;

@@ -72,7 +72,14 @@ fn main() -> anyhow::Result<()> {
             )?;
             runtime()?.block_on(async {
                 let node = stoa_node::start(config, tls).await?;
-                println!("node {} listening on {}", node.id(), node.addr());
+                match node.metrics_addr() {
+                    Some(m) => println!(
+                        "node {} listening on {}, metrics on http://{m}/metrics",
+                        node.id(),
+                        node.addr()
+                    ),
+                    None => println!("node {} listening on {}", node.id(), node.addr()),
+                }
                 shutdown_signal().await;
                 node.shutdown().await;
                 Ok(())
@@ -119,14 +126,19 @@ async fn dev(nodes: u32, dir: PathBuf, base_port: u16, shards: u32) -> anyhow::R
     let addrs: Vec<_> = (0..nodes)
         .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], base_port + i as u16)))
         .collect();
-    let configs = LocalCluster::configs(&dir, &addrs, shards);
-    for c in &configs {
+    let mut configs = LocalCluster::configs(&dir, &addrs, shards);
+    for c in &mut configs {
+        // Any free port: the address is printed below.
+        c.node.metrics_listen = "127.0.0.1:0".into();
         c.validate()?;
     }
     let cluster = LocalCluster::start(&dir, configs).await?;
     for n in cluster.nodes.iter().flatten() {
+        let metrics = n
+            .metrics_addr()
+            .map_or_else(String::new, |a| format!(", metrics on http://{a}/metrics"));
         println!(
-            "node {} listening on {} (udp), data in {}",
+            "node {} listening on {} (udp), data in {}{metrics}",
             n.id(),
             n.addr(),
             n.ctx.config.node.data_dir.display()

@@ -3,6 +3,7 @@
 
 use crate::domain::meta::MetaCommand;
 use crate::fanout::{Fanout, FanoutLimits};
+use crate::metrics::{self, ClientLinks, Counters};
 use crate::net::peer::{self, PeerPool};
 use crate::net::session::{self, token_digest};
 use crate::net::tls::{self, NodeTls};
@@ -39,6 +40,9 @@ pub struct NodeCtx {
     pub search: Arc<SearchIndex>,
     /// Upload buffer space left on this node, in KiB (`limits.upload_bytes_in_flight_max`).
     pub upload_budget: Arc<Semaphore>,
+    pub counters: Counters,
+    /// Client connections, for the metrics' QUIC counters.
+    pub links: Arc<ClientLinks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,7 @@ pub struct NodeHandle {
     pub rafts: Arc<Vec<Raft>>,
     pub pool: Arc<PeerPool>,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<Store>,
@@ -103,6 +108,19 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     })?;
     let pool = PeerPool::new(me, endpoint.clone());
 
+    // Bound before anything runs, so a taken port fails the start with a clear error.
+    let metrics_listener = match config.node.metrics_addr() {
+        Ok(Some(addr)) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?,
+        ),
+        Ok(None) => None,
+        Err(e) => return Err(NodeError::Raft(e.to_string())),
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let counters = Counters::default();
+
     let limits = &config.limits;
     let (applied_tx, applied_rx) = mpsc::channel(1024);
     let raft_config = Arc::new(raft_config(&config)?);
@@ -121,6 +139,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         meta.clone(),
         Some(index_tx),
         presence,
+        counters.clone(),
     );
     rafts.push(new_raft(me, GroupId::META, &raft_config, &pool, &store, meta_sm).await?);
     let mut shards = Vec::new();
@@ -143,6 +162,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         pool.clone(),
         Duration::from_secs(10),
         rpc_timeout,
+        counters.clone(),
     );
     let proposer_limits = ProposerLimits {
         queue_posts_max: limits.proposal_queue_posts_max,
@@ -156,6 +176,8 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         .collect();
     let ctx = Arc::new(NodeCtx {
         node: me,
+        counters: counters.clone(),
+        links: Arc::default(),
         connections: Arc::new(Semaphore::new(limits.connections_max)),
         upload_budget: Arc::new(Semaphore::new(limits.upload_bytes_in_flight_max / 1024)),
         search,
@@ -176,6 +198,22 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         stop_rx,
     ))];
     tasks.push(index_task);
+    if let Some(listener) = metrics_listener {
+        let registry = metrics::registry(
+            &counters,
+            metrics::Snapshot {
+                rafts: rafts.clone(),
+                connections: ctx.connections.clone(),
+                connections_max: limits.connections_max,
+                links: ctx.links.clone(),
+            },
+        );
+        tasks.push(tokio::spawn(metrics::serve(
+            listener,
+            registry,
+            stopping.subscribe(),
+        )));
+    }
     tasks.push(tokio::spawn(crate::presence::run(
         ctx.fanout.clone(),
         pool.clone(),
@@ -206,6 +244,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         rafts,
         pool,
         addr,
+        metrics_addr,
         endpoint,
         tasks,
         store,
@@ -454,6 +493,11 @@ fn peer_candidates(ctx: &NodeCtx, rafts: &[Raft]) -> Vec<NodeId> {
 impl NodeHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the metrics endpoint listens (`node.metrics_listen`, port resolved), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn id(&self) -> NodeId {

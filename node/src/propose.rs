@@ -3,6 +3,7 @@
 //! per-shard [`Proposer`] that packs every post waiting at that moment into one Raft entry.
 
 use crate::domain::shard::{PostOutcome, ProposedPost};
+use crate::metrics::Counters;
 use crate::net::peer::{propose_local, PeerPool, PeerRequest, PeerResponse, ProposeError};
 use crate::raft::{Command, CommandResult, GroupId, Raft};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub struct Proposals {
     pool: Arc<PeerPool>,
     timeout: Duration,
     rpc_timeout: Duration,
+    counters: Counters,
 }
 
 impl Proposals {
@@ -24,12 +26,14 @@ impl Proposals {
         pool: Arc<PeerPool>,
         timeout: Duration,
         rpc_timeout: Duration,
+        counters: Counters,
     ) -> Self {
         Proposals {
             rafts,
             pool,
             timeout,
             rpc_timeout,
+            counters,
         }
     }
 
@@ -112,12 +116,18 @@ impl Proposals {
             let posts = posts.clone();
             async move {
                 match target {
-                    Target::Me => match propose_local(raft, Command::Posts(posts)).await? {
-                        (CommandResult::Posts(outcomes), _) if outcomes.len() == n => Ok(outcomes),
-                        (other, _) => Err(ProposeError::Unavailable(format!(
-                            "unexpected answer {other:?}"
-                        ))),
-                    },
+                    Target::Me => {
+                        self.counters.proposal_batches.inc();
+                        self.counters.proposal_posts.inc_by(n as u64);
+                        match propose_local(raft, Command::Posts(posts)).await? {
+                            (CommandResult::Posts(outcomes), _) if outcomes.len() == n => {
+                                Ok(outcomes)
+                            }
+                            (other, _) => Err(ProposeError::Unavailable(format!(
+                                "unexpected answer {other:?}"
+                            ))),
+                        }
+                    }
                     Target::Leader(leader, addr) => {
                         match self
                             .call(leader, &addr, &PeerRequest::ForwardPosts { group, posts })

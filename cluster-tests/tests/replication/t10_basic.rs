@@ -160,3 +160,95 @@ async fn t10_users_and_rooms_created_on_one_node_work_on_another() {
     assert_eq!(e.code(), Some(ErrorCode::Unauthenticated));
     tc.shutdown().await;
 }
+
+/// `GET path` over plain HTTP/1.0; answers the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: stoa\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header and a body");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample `name` (with its labels, if any) in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t10_metrics_count_posts_deliveries_and_raft_progress() {
+    init_tracing();
+    let tc = TestCluster::start_with(3, |c| c.node.metrics_listen = "127.0.0.1:0".into()).await;
+    let listener = tc.client(1).await;
+    listener.subscribe(ROOM, None).await.expect("subscribe");
+    let mut events = listener.events().expect("event stream");
+    let poster = tc.client(0).await;
+    for i in 0..10 {
+        poster.post(ROOM, &format!("m{i}")).await.expect("post");
+    }
+    for _ in 0..10 {
+        tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("delivered")
+            .expect("stream open");
+    }
+
+    info!("--- every node applied the 10 posts; node 2 delivered them to its subscriber");
+    let mut leaders = 0.0;
+    for (n, node) in tc.cluster.nodes.iter().enumerate() {
+        let addr = node.as_ref().unwrap().metrics_addr().expect("metrics on");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let (status, text) = http_get(addr, "/metrics").await;
+            assert!(status.contains("200"), "node {n}: {status}");
+            if sample(&text, "stoa_posts_applied_total") == Some(10.0)
+                || tokio::time::Instant::now() > deadline
+            {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            sample(&text, "stoa_posts_applied_total"),
+            Some(10.0),
+            "node {n}:\n{text}"
+        );
+        let delivered = sample(&text, "stoa_deliveries_total").expect("deliveries");
+        assert_eq!(delivered, if n == 1 { 10.0 } else { 0.0 }, "node {n}");
+        // Nodes 1 and 2 serve a client each (the poster, the listener); the cluster's setup
+        // may have used any node, so node 3 is not checked.
+        if n < 2 {
+            assert!(sample(&text, "stoa_client_connections").unwrap() >= 1.0);
+            assert!(sample(&text, "stoa_client_quic_datagrams_sent_total").unwrap() > 0.0);
+        }
+        for g in 0..3 {
+            let applied = sample(&text, &format!("stoa_raft_applied_index{{group=\"{g}\"}}"));
+            assert!(applied.unwrap() >= 1.0, "node {n} group {g}:\n{text}");
+        }
+        leaders += sample(&text, "stoa_raft_leader{group=\"0\"}").unwrap();
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
+    }
+    assert_eq!(leaders, 1.0, "exactly one node leads the directory group");
+
+    info!("--- anything but GET /metrics is not found");
+    let addr = tc.cluster.nodes[0]
+        .as_ref()
+        .unwrap()
+        .metrics_addr()
+        .unwrap();
+    assert!(http_get(addr, "/").await.0.contains("404"));
+}

@@ -56,6 +56,7 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
         conn.close(1u32.into(), b"too many connections");
         return;
     };
+    let _link = ctx.links.track(&conn);
     let remote = conn.remote_address();
     let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(s)) => s,
@@ -127,6 +128,7 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
         out_rx,
         lagged.clone(),
         limits.frame_bytes_max,
+        ctx.counters.live_cuts.clone(),
     ));
     let session = Arc::new(Session {
         subscriber: Subscriber {
@@ -263,6 +265,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Bytes>,
     lagged: Arc<Lagged>,
     frame_bytes_max: usize,
+    live_cuts: prometheus_client::metrics::counter::Counter,
 ) {
     let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH_FRAMES);
     loop {
@@ -276,6 +279,7 @@ async fn write_loop(
             _ = lagged.notify.notified() => {}
         }
         for (room, after) in lagged.take() {
+            live_cuts.inc();
             if let Ok(f) = encode_frame(
                 &ServerFrame::Event(Event::Lagged { room, after }),
                 frame_bytes_max,
