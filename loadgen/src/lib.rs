@@ -26,6 +26,7 @@ pub mod failover;
 pub mod payload;
 pub mod procstat;
 pub mod report;
+pub mod scrape;
 pub mod setup;
 pub mod stats;
 pub mod storm;

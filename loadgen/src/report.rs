@@ -134,6 +134,12 @@ pub struct Report {
     pub client_datagrams_received_per_delivery: f64,
     pub client_datagrams_sent_per_delivery: f64,
     pub client_bytes_per_datagram_received: f64,
+    /// From the embedded nodes' metrics over the measured period (null with `--servers`, or
+    /// when no node answered both times): datagrams and `sendmsg` calls the nodes spent on
+    /// client connections per delivery, and posts per Raft entry the shard leaders proposed.
+    pub server_datagrams_sent_per_delivery: Option<f64>,
+    pub server_send_calls_per_delivery: Option<f64>,
+    pub posts_per_proposal: Option<f64>,
     /// ACK frames the clients sent per datagram they received.
     pub client_acks_per_datagram_received: f64,
     /// Every 500 ms: seconds since the load started, posts/s, deliveries/s, p99 of that interval.
@@ -174,6 +180,13 @@ impl Report {
         let me = procstat::sample_self().unwrap_or_default();
         let (begin, end) = &fin.measured_bounds;
         let quic = end.clients.since(&begin.clients);
+        let per_delivery = |v: f64| r3(v / deliveries_measured.max(1) as f64);
+        let nodes_delta = end
+            .node_counters
+            .iter()
+            .zip(&begin.node_counters)
+            .filter_map(|(e, b)| e.as_ref()?.since(b.as_ref()?))
+            .reduce(|a, b| a.add(&b));
         let f = &fin.findings;
         let failover_ok = failover.as_ref().is_none_or(Failover::clean);
         Report {
@@ -238,6 +251,11 @@ impl Report {
             client_datagrams_sent_per_delivery: r3(
                 quic.datagrams_sent as f64 / deliveries_measured.max(1) as f64
             ),
+            server_datagrams_sent_per_delivery: nodes_delta.map(|d| per_delivery(d.datagrams_sent)),
+            server_send_calls_per_delivery: nodes_delta.map(|d| per_delivery(d.send_calls)),
+            posts_per_proposal: nodes_delta
+                .filter(|d| d.proposal_batches > 0.0)
+                .map(|d| r3(d.proposal_posts / d.proposal_batches)),
             client_bytes_per_datagram_received: r3(
                 quic.bytes_received as f64 / quic.datagrams_received.max(1) as f64
             ),
@@ -416,6 +434,16 @@ impl Report {
             self.client_datagrams_sent_per_delivery,
             self.client_acks_per_datagram_received
         );
+        if let (Some(d), Some(c), Some(p)) = (
+            self.server_datagrams_sent_per_delivery,
+            self.server_send_calls_per_delivery,
+            self.posts_per_proposal,
+        ) {
+            let _ = writeln!(
+                w,
+                "  node QUIC    datagrams sent to clients per delivery: {d:.3} in {c:.3} sendmsg calls; {p:.1} posts per Raft entry"
+            );
+        }
         for e in &self.first_node_errors {
             let _ = writeln!(w, "  {e}");
         }

@@ -17,6 +17,7 @@ use crate::audit::{self, AckError, Delivery, Findings, RoomLedger, Subscription}
 use crate::payload::{self, now_us, Stamp};
 use crate::procstat::{self, NodeStats};
 use crate::report::r3;
+use crate::scrape::{self, NodeCounters};
 use crate::setup::{self, Target};
 use crate::stats::{quantile_ms, Recorder, Timeline, Totals};
 use anyhow::{anyhow, Context, Result};
@@ -362,6 +363,8 @@ pub struct Mark {
     pub loadgen_s: f64,
     pub nodes_s: Vec<f64>,
     pub clients: TransportStats,
+    /// Each embedded node's counters (`None`: not embedded, or the node did not answer).
+    pub node_counters: Vec<Option<NodeCounters>>,
 }
 
 /// The embedded cluster's processes and their figures, shared with the ticker.
@@ -379,9 +382,19 @@ impl Nodes {
         }
     }
 
-    fn mark(&self, clients: &[Client]) -> Mark {
+    async fn mark(&self, clients: &[Client]) -> Mark {
         self.observe();
+        let endpoints = self
+            .cluster
+            .as_ref()
+            .map(|c| lock(c).metrics.clone())
+            .unwrap_or_default();
+        let mut node_counters = Vec::new();
+        for addr in endpoints {
+            node_counters.push(scrape::scrape(addr).await);
+        }
         Mark {
+            node_counters,
             loadgen_s: procstat::sample_self().map_or(0.0, |s| s.cpu_s),
             nodes_s: lock(&self.stats).cpu_s(),
             clients: clients
@@ -606,9 +619,9 @@ impl Load {
             let clients = clients.clone();
             tokio::spawn(async move {
                 sleep_until(clock.at(warmup)).await;
-                let begin = nodes.mark(&clients);
+                let begin = nodes.mark(&clients).await;
                 sleep_until(clock.at(warmup + duration)).await;
-                (begin, nodes.mark(&clients))
+                (begin, nodes.mark(&clients).await)
             })
         };
         Ok(Load {

@@ -78,4 +78,16 @@ fn w1_embedded_small_run_audits_clean() {
         Some(3)
     );
     assert_eq!(report["server_cpu_s"].as_array().map(Vec::len), Some(3));
+    // Packet counts come from the clients' QUIC counters and the nodes' metrics endpoints: a
+    // run that delivered anything sent datagrams and proposed posts in Raft entries.
+    for key in [
+        "client_datagrams_received_per_delivery",
+        "server_datagrams_sent_per_delivery",
+        "posts_per_proposal",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {text}"
+        );
+    }
 }

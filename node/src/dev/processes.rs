@@ -40,6 +40,8 @@ pub struct ProcCluster {
     pub dir: TempDir,
     bin: PathBuf,
     pub addrs: Vec<SocketAddr>,
+    /// Each node's metrics endpoint (TCP).
+    pub metrics: Vec<SocketAddr>,
     children: Vec<Option<Child>>,
 }
 
@@ -63,6 +65,7 @@ impl ProcCluster {
             .expect("run stoa-node certs");
         assert!(status.success(), "stoa-node certs failed");
         let addrs = super::free_addrs(n);
+        let metrics = free_tcp_addrs(n);
         let peers: String = addrs
             .iter()
             .enumerate()
@@ -71,11 +74,12 @@ impl ProcCluster {
         for (i, a) in addrs.iter().enumerate() {
             let id = i + 1;
             let toml = format!(
-                "[node]\nid = {id}\nlisten = \"{a}\"\ndata_dir = \"{data}\"\n\n\
+                "[node]\nid = {id}\nlisten = \"{a}\"\ndata_dir = \"{data}\"\nmetrics_listen = \"{m}\"\n\n\
                  [cluster]\nshards = {shards}\nbootstrap = {boot}\n{peers}\n\
                  [tls]\nca_cert = \"{c}/ca.pem\"\nnode_cert = \"{c}/node-{id}.pem\"\nnode_key = \"{c}/node-{id}.key\"\n\n\
                  [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nrpc_timeout_ms = 1000\n{extra_toml}",
                 data = dir.path().join(format!("node-{id}")).display(),
+                m = metrics[i],
                 boot = id == 1,
                 c = certs.display(),
             );
@@ -85,6 +89,7 @@ impl ProcCluster {
             dir,
             bin,
             addrs,
+            metrics,
             children: (0..n).map(|_| None).collect(),
         };
         for i in 0..n {
@@ -163,4 +168,15 @@ impl Drop for ProcCluster {
             self.kill9(i);
         }
     }
+}
+
+/// `n` loopback TCP addresses free a moment ago (for the nodes' metrics endpoints).
+fn free_tcp_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound listener has an address"))
+        .collect()
 }
