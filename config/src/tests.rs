@@ -143,6 +143,8 @@ fn a_full_file_parses() {
         proposal_batch_posts_max = 32
         proposal_queue_posts_max = 1024
         proposals_in_flight_max = 2
+        proposal_linger_ms = 5
+        proposal_linger_after_posts = 8
         room_mailbox_max = 64
         client_idle_timeout_ms = 5000
         posts_per_s_per_connection_max = 0
@@ -201,6 +203,8 @@ fn a_full_file_parses() {
             proposal_batch_posts_max: 32,
             proposal_queue_posts_max: 1024,
             proposals_in_flight_max: 2,
+            proposal_linger_ms: 5,
+            proposal_linger_after_posts: 8,
             room_mailbox_max: 64,
             client_idle_timeout_ms: 5000,
             posts_per_s_per_connection_max: 0,
@@ -339,10 +343,11 @@ fn validate_refuses_batches_and_default_history_above_their_bounds() {
     );
 }
 
-/// Every raft field and every limit except posts_per_s_per_connection_max must be above 0. Set
-/// through the environment so the test reaches every field by its serialized name.
+/// Every raft field and every limit except posts_per_s_per_connection_max and proposal_linger_ms
+/// (0: off) must be above 0. Set through the environment so the test reaches every field by its
+/// serialized name.
 #[test]
-fn validate_refuses_zero_limits_except_the_post_rate() {
+fn validate_refuses_zero_limits_except_the_post_rate_and_linger() {
     let defaults = toml::Table::try_from(NodeConfig::default()).unwrap();
     let mut checked = 0;
     for section in ["raft", "limits"] {
@@ -353,12 +358,16 @@ fn validate_refuses_zero_limits_except_the_post_rate() {
                 assert_eq!(result.unwrap().limits.posts_per_s_per_connection_max, 0);
                 continue;
             }
+            if field == "proposal_linger_ms" {
+                assert_eq!(result.unwrap().limits.proposal_linger_ms, 0);
+                continue;
+            }
             let message = result.expect_err(&var).to_string();
             assert_mentions(&message, &[&format!("{section}.{field}")]);
             checked += 1;
         }
     }
-    assert_eq!(checked, 8 + 14);
+    assert_eq!(checked, 8 + 15);
 }
 
 #[test]

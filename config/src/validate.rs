@@ -46,6 +46,12 @@ impl NodeConfig {
             1 << 30,
         )?;
         in_range(
+            "limits.proposal_linger_ms",
+            limits.proposal_linger_ms,
+            0,
+            1000,
+        )?;
+        in_range(
             "chat.search_commit_interval_ms",
             chat.search_commit_interval_ms,
             100,
@@ -97,6 +103,10 @@ impl NodeConfig {
             (
                 "limits.proposals_in_flight_max",
                 limits.proposals_in_flight_max as u64,
+            ),
+            (
+                "limits.proposal_linger_after_posts",
+                limits.proposal_linger_after_posts as u64,
             ),
             ("limits.room_mailbox_max", limits.room_mailbox_max as u64),
             (

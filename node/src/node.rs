@@ -170,6 +170,8 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         batch_bytes_max: (crate::net::peer::PEER_MESSAGE_BYTES_MAX / 8)
             .max(limits.message_text_bytes_max),
         in_flight_max: limits.proposals_in_flight_max,
+        linger: Duration::from_millis(limits.proposal_linger_ms),
+        linger_after_posts: limits.proposal_linger_after_posts,
     };
     let proposers = (1..=config.cluster.shards)
         .map(|g| Proposer::start(GroupId(g), proposals.clone(), proposer_limits))

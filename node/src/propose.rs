@@ -249,6 +249,10 @@ pub struct ProposerLimits {
     /// Bytes of text in one batch; keeps a Raft entry well inside a peer message.
     pub batch_bytes_max: usize,
     pub in_flight_max: usize,
+    /// How long a busy shard's leader waits to fill the next entry (see `proposal_linger_ms`).
+    pub linger: Duration,
+    /// Posts in the last entry from which the leader lingers.
+    pub linger_after_posts: usize,
 }
 
 impl Proposer {
@@ -291,6 +295,7 @@ async fn run(
     // would make a post taken by a follower wait for two commits before its own.
     let forwarding = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     let mut pending: Option<(ProposedPost, Waiter)> = None;
+    let mut last_batch = 0;
     loop {
         // Wait for a free slot first: while every slot is busy, posts accumulate into a bigger batch.
         let slots = if proposals.leads(group) {
@@ -308,21 +313,15 @@ async fn run(
                 None => return,
             },
         };
-        let mut bytes = first.0.text.len();
+        // A busy leader waits to fill the entry; forwarded batches are packed again by the
+        // leader, so a follower never waits.
+        let linger = (!limits.linger.is_zero()
+            && last_batch >= limits.linger_after_posts
+            && proposals.leads(group))
+        .then(|| tokio::time::Instant::now() + limits.linger);
         let mut batch = vec![first];
-        while batch.len() < limits.batch_posts_max {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.0.text.len();
-                    if bytes > limits.batch_bytes_max {
-                        pending = Some(p);
-                        break;
-                    }
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        pending = fill(&mut batch, &mut rx, &limits, linger).await;
+        last_batch = batch.len();
         let proposals = proposals.clone();
         tokio::spawn(async move {
             let (posts, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -352,6 +351,36 @@ async fn run(
             }
         });
     }
+}
+
+/// Add waiting posts to `batch` until it is full (posts or bytes), then answer the post that did
+/// not fit, if any. Without `until`, takes only what is already queued; with it, also waits for
+/// posts until then.
+async fn fill(
+    batch: &mut Vec<(ProposedPost, Waiter)>,
+    rx: &mut mpsc::Receiver<(ProposedPost, Waiter)>,
+    limits: &ProposerLimits,
+    until: Option<tokio::time::Instant>,
+) -> Option<(ProposedPost, Waiter)> {
+    let mut bytes: usize = batch.iter().map(|p| p.0.text.len()).sum();
+    while batch.len() < limits.batch_posts_max {
+        let next = match rx.try_recv() {
+            Ok(p) => p,
+            Err(_) => match until {
+                Some(t) => match tokio::time::timeout_at(t, rx.recv()).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) | Err(_) => return None,
+                },
+                None => return None,
+            },
+        };
+        bytes += next.0.text.len();
+        if bytes > limits.batch_bytes_max {
+            return Some(next);
+        }
+        batch.push(next);
+    }
+    None
 }
 
 /// Keep every shard fenced at least as high as the directory's last revoking change
@@ -387,5 +416,92 @@ pub async fn keep_shards_fenced(
                 tracing::debug!(group = g, error = %e, "could not fence the shard yet");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    fn post(text: &str) -> (ProposedPost, Waiter) {
+        let p = ProposedPost {
+            room_id: 1,
+            room: "r".into(),
+            author: "a".into(),
+            client_msg_id: text.into(),
+            text: text.into(),
+            alert: false,
+            ts_ms: 0,
+            file: None,
+            checked_at: 0,
+        };
+        (p, oneshot::channel().0)
+    }
+
+    fn limits(posts: usize, bytes: usize) -> ProposerLimits {
+        ProposerLimits {
+            queue_posts_max: 64,
+            batch_posts_max: posts,
+            batch_bytes_max: bytes,
+            in_flight_max: 1,
+            linger: Duration::from_millis(20),
+            linger_after_posts: 1,
+        }
+    }
+
+    fn texts(batch: &[(ProposedPost, Waiter)]) -> Vec<&str> {
+        batch.iter().map(|p| p.0.text.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fill_takes_what_waits_and_lingers_only_when_asked() {
+        let (tx, mut rx) = mpsc::channel(64);
+        for t in ["b", "c"] {
+            tx.try_send(post(t)).unwrap();
+        }
+        let mut batch = vec![post("a")];
+        assert!(fill(&mut batch, &mut rx, &limits(10, 100), None)
+            .await
+            .is_none());
+        assert_eq!(texts(&batch), ["a", "b", "c"], "queued posts, no waiting");
+
+        // Lingering: a post arriving before the deadline joins, one after it does not.
+        let late = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            late.send(post("d")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            late.send(post("e")).await.unwrap();
+        });
+        let until = Instant::now() + Duration::from_millis(20);
+        let mut batch = vec![post("x")];
+        assert!(fill(&mut batch, &mut rx, &limits(10, 100), Some(until))
+            .await
+            .is_none());
+        assert_eq!(texts(&batch), ["x", "d"]);
+        assert!(Instant::now() >= until);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fill_stops_at_a_full_batch_without_waiting() {
+        let (tx, mut rx) = mpsc::channel(64);
+        for t in ["b", "c", "d"] {
+            tx.try_send(post(t)).unwrap();
+        }
+        let start = Instant::now();
+        let until = Some(start + Duration::from_secs(1));
+        let mut batch = vec![post("a")];
+        assert!(fill(&mut batch, &mut rx, &limits(2, 100), until)
+            .await
+            .is_none());
+        assert_eq!(texts(&batch), ["a", "b"], "full by count");
+        assert_eq!(Instant::now(), start, "a full batch does not linger");
+
+        // Full by bytes: the post that does not fit comes back to lead the next batch.
+        let mut batch = vec![post("cc")];
+        let over = fill(&mut batch, &mut rx, &limits(10, 3), until).await;
+        assert_eq!(texts(&batch), ["cc", "c"]);
+        assert_eq!(over.map(|p| p.0.text), Some("d".to_string()));
     }
 }
