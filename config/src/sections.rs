@@ -121,7 +121,7 @@ sections! {
     }
 
     /// Limits on everything a client or the cluster can make this node hold. Every limit is above 0
-    /// except posts_per_s_per_connection_max, where 0 means unlimited.
+    /// except the per-connection rates, where 0 means unlimited, and proposal_linger_ms.
     [limits] pub struct LimitsSection {
         /// Largest frame payload accepted or sent, in bytes; 1024..=16777216 (the protocol's hard
         /// bound).
@@ -161,6 +161,10 @@ sections! {
         pub client_idle_timeout_ms: u64 = 30_000,
         /// Posts one connection may send per second, in posts per second; 0 means unlimited.
         pub posts_per_s_per_connection_max: u32 = 2000,
+        /// Directory changes (follow, mark read, rooms, roles, groups...) one connection of a
+        /// user who is not an administrator may make per second, in changes per second; 0 means
+        /// unlimited. Each is an entry of the one directory Raft group every node shares.
+        pub directory_writes_per_s_per_connection_max: u32 = 20,
         /// File bytes this node buffers for uploads in progress (all connections), in bytes; an
         /// upload that would go beyond is refused before its bytes are sent.
         pub upload_bytes_in_flight_max: usize = 256 << 20,

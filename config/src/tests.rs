@@ -148,6 +148,7 @@ fn a_full_file_parses() {
         room_mailbox_max = 64
         client_idle_timeout_ms = 5000
         posts_per_s_per_connection_max = 0
+        directory_writes_per_s_per_connection_max = 5
         upload_bytes_in_flight_max = 1048576
         storage_cache_bytes = 16777216
 
@@ -208,6 +209,7 @@ fn a_full_file_parses() {
             room_mailbox_max: 64,
             client_idle_timeout_ms: 5000,
             posts_per_s_per_connection_max: 0,
+            directory_writes_per_s_per_connection_max: 5,
             upload_bytes_in_flight_max: 1 << 20,
             storage_cache_bytes: 1 << 24,
         },
@@ -343,11 +345,11 @@ fn validate_refuses_batches_and_default_history_above_their_bounds() {
     );
 }
 
-/// Every raft field and every limit except posts_per_s_per_connection_max and proposal_linger_ms
-/// (0: off) must be above 0. Set through the environment so the test reaches every field by its
+/// Every raft field and every limit except the per-connection rates and proposal_linger_ms (0:
+/// unlimited, off) must be above 0. Set through the environment so the test reaches every field by its
 /// serialized name.
 #[test]
-fn validate_refuses_zero_limits_except_the_post_rate_and_linger() {
+fn validate_refuses_zero_limits_except_rates_and_linger() {
     let defaults = toml::Table::try_from(NodeConfig::default()).unwrap();
     let mut checked = 0;
     for section in ["raft", "limits"] {
@@ -356,6 +358,11 @@ fn validate_refuses_zero_limits_except_the_post_rate_and_linger() {
             let result = NodeConfig::from_toml_str("", &env(&[(&var, "0")]));
             if field == "posts_per_s_per_connection_max" {
                 assert_eq!(result.unwrap().limits.posts_per_s_per_connection_max, 0);
+                continue;
+            }
+            if field == "directory_writes_per_s_per_connection_max" {
+                let limits = result.unwrap().limits;
+                assert_eq!(limits.directory_writes_per_s_per_connection_max, 0);
                 continue;
             }
             if field == "proposal_linger_ms" {

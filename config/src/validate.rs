@@ -118,7 +118,8 @@ impl NodeConfig {
                 limits.upload_bytes_in_flight_max as u64,
             ),
             ("limits.storage_cache_bytes", limits.storage_cache_bytes),
-            // limits.posts_per_s_per_connection_max: 0 means unlimited.
+            // limits.posts_per_s_per_connection_max and
+            // limits.directory_writes_per_s_per_connection_max: 0 means unlimited.
             ("presence.report_interval_ms", presence.report_interval_ms),
             ("presence.expiry_ms", presence.expiry_ms),
             (

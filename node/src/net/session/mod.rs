@@ -46,6 +46,8 @@ pub(crate) struct Session {
     /// Subscribed rooms: name → room id.
     rooms: Mutex<HashMap<String, u64>>,
     rate: Mutex<RateLimit>,
+    /// Directory changes of a user who is not an administrator.
+    directory_rate: Mutex<RateLimit>,
     /// File uploads in progress, by the id this session gave them.
     uploads: Mutex<HashMap<u64, ops::Upload>>,
 }
@@ -138,6 +140,9 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
             lagged,
         },
         rate: Mutex::new(RateLimit::new(limits.posts_per_s_per_connection_max)),
+        directory_rate: Mutex::new(RateLimit::new(
+            limits.directory_writes_per_s_per_connection_max,
+        )),
         ctx: ctx.clone(),
         user,
         out,

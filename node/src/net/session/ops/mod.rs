@@ -219,6 +219,26 @@ fn refusal(
 
 /// Propose a directory change to the meta group and return what applying it answered.
 pub(super) async fn meta(s: &Session, cmd: MetaCommand) -> Result<MetaOutcome, ApiError> {
+    // Every change is an entry of the one directory group all nodes share: one user must not
+    // be able to flood it. Administrators' bulk changes are not limited.
+    let limited = !s.user.admin
+        && !s
+            .directory_rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(std::time::Instant::now());
+    if limited {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} directory changes/s on this connection; retry shortly",
+                s.ctx
+                    .config
+                    .limits
+                    .directory_writes_per_s_per_connection_max
+            ),
+        ));
+    }
     let revokes = cmd.may_revoke_access();
     // Answer only once this node's directory shows the change: the client's next request, read
     // here, must see it (the leader may have applied it before this node).
