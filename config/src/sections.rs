@@ -161,10 +161,11 @@ sections! {
         pub client_idle_timeout_ms: u64 = 30_000,
         /// Posts one connection may send per second, in posts per second; 0 means unlimited.
         pub posts_per_s_per_connection_max: u32 = 2000,
-        /// Directory changes (follow, mark read, rooms, roles, groups...) one connection of a
-        /// user who is not an administrator may make per second, in changes per second; 0 means
-        /// unlimited. Each is an entry of the one directory Raft group every node shares.
-        pub directory_writes_per_s_per_connection_max: u32 = 20,
+        /// Directory changes (follow, mark read, rooms, roles, groups...) a user who is not an
+        /// administrator may make through this node per second, over all of the user's
+        /// connections, in changes per second; 0 means unlimited. Each is an entry of the one
+        /// directory Raft group every node shares.
+        pub directory_writes_per_s_per_user_max: u32 = 20,
         /// File bytes this node buffers for uploads in progress (all connections), in bytes; an
         /// upload that would go beyond is refused before its bytes are sent.
         pub upload_bytes_in_flight_max: usize = 256 << 20,

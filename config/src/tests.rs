@@ -148,7 +148,7 @@ fn a_full_file_parses() {
         room_mailbox_max = 64
         client_idle_timeout_ms = 5000
         posts_per_s_per_connection_max = 0
-        directory_writes_per_s_per_connection_max = 5
+        directory_writes_per_s_per_user_max = 5
         upload_bytes_in_flight_max = 1048576
         storage_cache_bytes = 16777216
 
@@ -209,7 +209,7 @@ fn a_full_file_parses() {
             room_mailbox_max: 64,
             client_idle_timeout_ms: 5000,
             posts_per_s_per_connection_max: 0,
-            directory_writes_per_s_per_connection_max: 5,
+            directory_writes_per_s_per_user_max: 5,
             upload_bytes_in_flight_max: 1 << 20,
             storage_cache_bytes: 1 << 24,
         },
@@ -360,9 +360,9 @@ fn validate_refuses_zero_limits_except_rates_and_linger() {
                 assert_eq!(result.unwrap().limits.posts_per_s_per_connection_max, 0);
                 continue;
             }
-            if field == "directory_writes_per_s_per_connection_max" {
+            if field == "directory_writes_per_s_per_user_max" {
                 let limits = result.unwrap().limits;
-                assert_eq!(limits.directory_writes_per_s_per_connection_max, 0);
+                assert_eq!(limits.directory_writes_per_s_per_user_max, 0);
                 continue;
             }
             if field == "proposal_linger_ms" {

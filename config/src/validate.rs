@@ -119,7 +119,7 @@ impl NodeConfig {
             ),
             ("limits.storage_cache_bytes", limits.storage_cache_bytes),
             // limits.posts_per_s_per_connection_max and
-            // limits.directory_writes_per_s_per_connection_max: 0 means unlimited.
+            // limits.directory_writes_per_s_per_user_max: 0 means unlimited.
             ("presence.report_interval_ms", presence.report_interval_ms),
             ("presence.expiry_ms", presence.expiry_ms),
             (

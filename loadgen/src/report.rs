@@ -135,7 +135,7 @@ pub struct Report {
     pub client_datagrams_sent_per_delivery: f64,
     pub client_bytes_per_datagram_received: f64,
     /// From the embedded nodes' metrics over the measured period (null with `--servers`, or
-    /// when no node answered both times): datagrams and `sendmsg` calls the nodes spent on
+    /// unless every node answered both times without restarting in between, as in W3): datagrams and `sendmsg` calls the nodes spent on
     /// client connections per delivery, and posts per Raft entry the shard leaders proposed.
     pub server_datagrams_sent_per_delivery: Option<f64>,
     pub server_send_calls_per_delivery: Option<f64>,
@@ -181,12 +181,15 @@ impl Report {
         let (begin, end) = &fin.measured_bounds;
         let quic = end.clients.since(&begin.clients);
         let per_delivery = |v: f64| r3(v / deliveries_measured.max(1) as f64);
+        // Only when every node answered both times and none restarted: a partial sum would
+        // divide some nodes' packets by every node's deliveries.
         let nodes_delta = end
             .node_counters
             .iter()
             .zip(&begin.node_counters)
-            .filter_map(|(e, b)| e.as_ref()?.since(b.as_ref()?))
-            .reduce(|a, b| a.add(&b));
+            .map(|(e, b)| e.as_ref()?.since(b.as_ref()?))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|d| d.into_iter().reduce(|a, b| a.add(&b)));
         let f = &fin.findings;
         let failover_ok = failover.as_ref().is_none_or(Failover::clean);
         Report {
@@ -245,12 +248,8 @@ impl Report {
             loadgen_peak_rss_kb: me.peak_rss_kb,
             loadgen_cpu_s: r3(me.cpu_s),
             loadgen_cpu_measured_s: r3(end.loadgen_s - begin.loadgen_s),
-            client_datagrams_received_per_delivery: r3(
-                quic.datagrams_received as f64 / deliveries_measured.max(1) as f64
-            ),
-            client_datagrams_sent_per_delivery: r3(
-                quic.datagrams_sent as f64 / deliveries_measured.max(1) as f64
-            ),
+            client_datagrams_received_per_delivery: per_delivery(quic.datagrams_received as f64),
+            client_datagrams_sent_per_delivery: per_delivery(quic.datagrams_sent as f64),
             server_datagrams_sent_per_delivery: nodes_delta.map(|d| per_delivery(d.datagrams_sent)),
             server_send_calls_per_delivery: nodes_delta.map(|d| per_delivery(d.send_calls)),
             posts_per_proposal: nodes_delta

@@ -382,26 +382,27 @@ impl Nodes {
         }
     }
 
+    /// The samples first, at the bound itself; then the nodes' metrics, all at once (each
+    /// scrape may take up to its timeout).
     async fn mark(&self, clients: &[Client]) -> Mark {
         self.observe();
-        let endpoints = self
-            .cluster
-            .as_ref()
-            .map(|c| lock(c).metrics.clone())
-            .unwrap_or_default();
-        let mut node_counters = Vec::new();
-        for addr in endpoints {
-            node_counters.push(scrape::scrape(addr).await);
-        }
-        Mark {
-            node_counters,
+        let mut mark = Mark {
+            node_counters: Vec::new(),
             loadgen_s: procstat::sample_self().map_or(0.0, |s| s.cpu_s),
             nodes_s: lock(&self.stats).cpu_s(),
             clients: clients
                 .iter()
                 .filter_map(Client::transport_stats)
                 .fold(TransportStats::default(), |sum, s| sum.add(&s)),
-        }
+        };
+        let endpoints = self
+            .cluster
+            .as_ref()
+            .map(|c| lock(c).metrics.clone())
+            .unwrap_or_default();
+        mark.node_counters =
+            futures::future::join_all(endpoints.into_iter().map(scrape::scrape)).await;
+        mark
     }
 }
 

@@ -17,7 +17,6 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
@@ -25,15 +24,20 @@ use tokio::sync::{watch, Semaphore};
 
 /// Content type of the OpenMetrics text format.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Scrapes answered at once; more wait in the listener's backlog.
+/// Scrapes answered at once; a connection beyond them is closed unanswered.
 const SCRAPES_AT_ONCE: usize = 4;
+/// How long a scraper may take to send its request, and to be answered in all.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Counters bumped on the message path. Cheap to clone (shared atomics).
 #[derive(Clone, Default, Debug)]
 pub struct Counters {
     /// Messages applied by this node's shard state machines (every replica counts its own).
     pub posts_applied: Counter,
-    /// Message frames queued to this node's live subscribers.
+    /// Message frames queued to this node's subscribers (live, and the catch-up after a
+    /// subscribe).
     pub deliveries: Counter,
     /// Room subscriptions cut from live delivery because the client read too slowly.
     pub live_cuts: Counter,
@@ -89,9 +93,16 @@ impl ClientLinks {
         }
     }
 
+    /// Closed and live connections at one cut: `closed` is read under the `live` lock, which a
+    /// closing connection holds while it moves over, so each is counted exactly once and the sums
+    /// never go back. The live ones' stats are read after the lock is released.
     fn totals(&self) -> Quic {
-        let mut sum = *lock(&self.closed);
-        for conn in lock(&self.live).values() {
+        let (mut sum, live) = {
+            let live = lock(&self.live);
+            let closed = *lock(&self.closed);
+            (closed, live.values().cloned().collect::<Vec<_>>())
+        };
+        for conn in &live {
             sum.add(conn);
         }
         sum
@@ -183,7 +194,7 @@ impl Collector for Snapshot {
             .collect();
         let per_group: [(&str, &str, GroupValue); 4] = [
             ("stoa_raft_term", "Current Raft term of the group", |m| {
-                m.current_term as i64
+                saturating(m.current_term)
             }),
             (
                 "stoa_raft_leader",
@@ -193,12 +204,12 @@ impl Collector for Snapshot {
             (
                 "stoa_raft_last_log_index",
                 "Index of the last entry in this node's log of the group",
-                |m| m.last_log_index.map_or(0, |i| i as i64),
+                |m| m.last_log_index.map_or(0, saturating),
             ),
             (
                 "stoa_raft_applied_index",
                 "Index of the last entry this node applied to the group's state machine",
-                |m| m.last_applied.map_or(0, |l| l.index as i64),
+                |m| m.last_applied.map_or(0, |l| saturating(l.index)),
             ),
         ];
         for (name, help, value) in per_group {
@@ -211,6 +222,10 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+fn saturating(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// One figure of a group's Raft metrics.
@@ -232,7 +247,7 @@ pub fn registry(counters: &Counters, snapshot: Snapshot) -> Registry {
     );
     r.register(
         "stoa_deliveries",
-        "Message frames queued to this node's live subscribers",
+        "Message frames queued to this node's subscribers (live and catch-up)",
         c.deliveries,
     );
     r.register(
@@ -254,11 +269,6 @@ pub fn registry(counters: &Counters, snapshot: Snapshot) -> Registry {
     r
 }
 
-/// Binds the metrics listener (so a taken port fails the start, not a later scrape).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Answers scrapes until `stop` turns true.
 pub async fn serve(listener: TcpListener, registry: Registry, mut stop: watch::Receiver<bool>) {
     let registry = Arc::new(registry);
@@ -268,11 +278,18 @@ pub async fn serve(listener: TcpListener, registry: Registry, mut stop: watch::R
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let Ok((stream, _)) = accepted else {
-            continue;
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: the listener stays ready, so do not spin.
+                tracing::warn!(error = %e, "metrics endpoint cannot accept");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        // Busy with slow scrapers: drop this one rather than queue behind them.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
         };
         let registry = registry.clone();
         tokio::spawn(async move {
@@ -282,9 +299,11 @@ pub async fn serve(listener: TcpListener, registry: Registry, mut stop: watch::R
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(false)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             // A scraper that stalls is cut off instead of holding a slot.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+            let _ = tokio::time::timeout(SCRAPE_TIMEOUT, conn).await;
             drop(slot);
         });
     }

@@ -41,6 +41,8 @@ pub struct NodeCtx {
     /// Upload buffer space left on this node, in KiB (`limits.upload_bytes_in_flight_max`).
     pub upload_budget: Arc<Semaphore>,
     pub counters: Counters,
+    /// Directory changes per user (`limits.directory_writes_per_s_per_user_max`).
+    pub directory_rates: session::UserRates,
     /// Client connections, for the metrics' QUIC counters.
     pub links: Arc<ClientLinks>,
 }
@@ -62,6 +64,8 @@ pub enum NodeError {
     Raft(String),
     #[error(transparent)]
     Search(#[from] crate::search::SearchError),
+    #[error(transparent)]
+    Config(#[from] stoa_config::ConfigError),
 }
 
 /// A running node. Dropping it without [`NodeHandle::shutdown`] leaves tasks running.
@@ -109,14 +113,13 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let pool = PeerPool::new(me, endpoint.clone());
 
     // Bound before anything runs, so a taken port fails the start with a clear error.
-    let metrics_listener = match config.node.metrics_addr() {
-        Ok(Some(addr)) => Some(
-            metrics::bind(addr)
+    let metrics_listener = match config.node.metrics_addr()? {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| NodeError::Bind { addr, source })?,
         ),
-        Ok(None) => None,
-        Err(e) => return Err(NodeError::Raft(e.to_string())),
+        None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let counters = Counters::default();
@@ -179,6 +182,7 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
     let ctx = Arc::new(NodeCtx {
         node: me,
         counters: counters.clone(),
+        directory_rates: session::UserRates::new(limits.directory_writes_per_s_per_user_max),
         links: Arc::default(),
         connections: Arc::new(Semaphore::new(limits.connections_max)),
         upload_budget: Arc::new(Semaphore::new(limits.upload_bytes_in_flight_max / 1024)),

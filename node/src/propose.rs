@@ -117,10 +117,11 @@ impl Proposals {
             async move {
                 match target {
                     Target::Me => {
-                        self.counters.proposal_batches.inc();
-                        self.counters.proposal_posts.inc_by(n as u64);
                         match propose_local(raft, Command::Posts(posts)).await? {
                             (CommandResult::Posts(outcomes), _) if outcomes.len() == n => {
+                                // Counted once committed: a retried batch is one entry.
+                                self.counters.proposal_batches.inc();
+                                self.counters.proposal_posts.inc_by(n as u64);
                                 Ok(outcomes)
                             }
                             (other, _) => Err(ProposeError::Unavailable(format!(

@@ -46,8 +46,6 @@ pub(crate) struct Session {
     /// Subscribed rooms: name → room id.
     rooms: Mutex<HashMap<String, u64>>,
     rate: Mutex<RateLimit>,
-    /// Directory changes of a user who is not an administrator.
-    directory_rate: Mutex<RateLimit>,
     /// File uploads in progress, by the id this session gave them.
     uploads: Mutex<HashMap<u64, ops::Upload>>,
 }
@@ -140,9 +138,6 @@ pub async fn run(conn: quinn::Connection, ctx: Arc<NodeCtx>) {
             lagged,
         },
         rate: Mutex::new(RateLimit::new(limits.posts_per_s_per_connection_max)),
-        directory_rate: Mutex::new(RateLimit::new(
-            limits.directory_writes_per_s_per_connection_max,
-        )),
         ctx: ctx.clone(),
         user,
         out,
@@ -311,6 +306,41 @@ pub fn token_digest(token: &str) -> String {
     ))
 }
 
+/// Users tracked by [`UserRates`] before those at rest are forgotten.
+const USER_BUCKETS_MAX: usize = 10_000;
+
+/// A token bucket per user, for a limit that must hold across the user's connections.
+pub struct UserRates {
+    per_s: u32,
+    buckets: Mutex<HashMap<String, RateLimit>>,
+}
+
+impl UserRates {
+    /// `per_s` tokens a second per user; 0: unlimited.
+    pub fn new(per_s: u32) -> Self {
+        UserRates {
+            per_s,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one of `user`'s tokens, if there is one.
+    pub fn take(&self, user: &str, now: Instant) -> bool {
+        if self.per_s == 0 {
+            return true;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= USER_BUCKETS_MAX && !buckets.contains_key(user) {
+            // A full bucket is the same as a new one: forgetting it changes nothing.
+            buckets.retain(|_, b| !b.is_full(now));
+        }
+        buckets
+            .entry(user.to_string())
+            .or_insert_with(|| RateLimit::new(self.per_s))
+            .take(now)
+    }
+}
+
 /// A token bucket of posts per second (0 = unlimited), refilled continuously, one second deep.
 struct RateLimit {
     per_s: u32,
@@ -325,6 +355,11 @@ impl RateLimit {
             tokens: f64::from(per_s),
             at: Instant::now(),
         }
+    }
+
+    fn is_full(&self, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(self.per_s);
+        self.tokens + refill >= f64::from(self.per_s)
     }
 
     fn take(&mut self, now: Instant) -> bool {
@@ -357,6 +392,26 @@ mod tests {
         assert!(!r.take(t0 + Duration::from_millis(100)));
         let mut unlimited = RateLimit::new(0);
         assert!((0..10_000).all(|_| unlimited.take(t0)));
+    }
+
+    #[test]
+    fn user_rates_are_per_user_and_forget_users_at_rest() {
+        let t0 = Instant::now();
+        let rates = UserRates::new(2);
+        assert!(rates.take("ann", t0) && rates.take("ann", t0));
+        assert!(!rates.take("ann", t0), "ann's bucket is empty");
+        assert!(rates.take("bob", t0), "bob has his own");
+        assert!(UserRates::new(0).take("ann", t0), "0 is unlimited");
+
+        let rates = UserRates::new(1);
+        for i in 0..USER_BUCKETS_MAX {
+            assert!(rates.take(&format!("u{i}"), t0));
+        }
+        assert!(!rates.take("u0", t0));
+        // A second later every bucket has refilled: a new user makes the node forget them.
+        let later = t0 + Duration::from_secs(1);
+        assert!(rates.take("new", later));
+        assert_eq!(rates.buckets.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -221,21 +221,19 @@ fn refusal(
 pub(super) async fn meta(s: &Session, cmd: MetaCommand) -> Result<MetaOutcome, ApiError> {
     // Every change is an entry of the one directory group all nodes share: one user must not
     // be able to flood it. Administrators' bulk changes are not limited.
-    let limited = !s.user.admin
+    // The directory as it is now, not as at sign-in: a demoted administrator is limited.
+    let admin = s.user_record()?.admin;
+    if !admin
         && !s
-            .directory_rate
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(std::time::Instant::now());
-    if limited {
+            .ctx
+            .directory_rates
+            .take(&s.user.name, std::time::Instant::now())
+    {
         return Err(ApiError::new(
             ErrorCode::RateLimited,
             format!(
-                "more than {} directory changes/s on this connection; retry shortly",
-                s.ctx
-                    .config
-                    .limits
-                    .directory_writes_per_s_per_connection_max
+                "more than {} directory changes/s by {}; retry shortly",
+                s.ctx.config.limits.directory_writes_per_s_per_user_max, s.user.name
             ),
         ));
     }
