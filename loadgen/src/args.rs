@@ -28,14 +28,18 @@ pub enum Workload {
     /// W3, failover under load: W1 at fixed load; a node SIGKILLed at --at (--embedded only),
     /// then history checked on the survivors, the node restarted and checked again.
     W3(EventArgs),
+    /// W4, big room: one room whose members are all the connections, a few publishers at a
+    /// fixed rate; reports node memory per connection.
+    W4(BigRoomArgs),
 }
 
 impl Workload {
-    /// The load parameters as given (W2/W3 before their fixed-rate default).
-    pub fn load(&self) -> &LoadArgs {
+    /// Where the JSON report goes, if anywhere.
+    pub fn json(&self) -> Option<PathBuf> {
         match self {
-            Workload::W1(a) => a,
-            Workload::W2(e) | Workload::W3(e) => &e.load,
+            Workload::W1(a) => a.json.clone(),
+            Workload::W2(e) | Workload::W3(e) => e.load.json.clone(),
+            Workload::W4(b) => b.json.clone(),
         }
     }
 }
@@ -126,6 +130,82 @@ pub struct EventArgs {
     /// Seconds into the measured period at which the event happens.
     #[arg(long, default_value_t = 10.0)]
     pub at: f64,
+}
+
+/// W4 (WORKLOADS.md): one room, `--members` connections all subscribed to it, `--publishers`
+/// of them posting `--rate` posts/s in total. The run's own settings are W1's.
+#[derive(Debug, Clone, Args)]
+pub struct BigRoomArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Client connections, every one a member of the room (lower it to what the machine holds).
+    #[arg(long, default_value_t = 10_000)]
+    pub members: usize,
+    /// Members that post (the first ones).
+    #[arg(long, default_value_t = 10)]
+    pub publishers: usize,
+    /// Posts per second in total (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Bytes of each post.
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// Seconds of the measured period.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Seconds of load before the measured period (not measured).
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Seed of jitter.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the report as one JSON object to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// QUIC endpoints (UDP sockets) the connections share.
+    #[arg(long, default_value_t = 16)]
+    pub endpoints: usize,
+    /// Receive buffer asked for each endpoint's UDP socket, KiB.
+    #[arg(long, default_value_t = 4096)]
+    pub socket_buffer_kib: usize,
+    /// Connections (and subscriptions) being set up at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Seconds to wait after the last post for every member to receive every message (a big
+    /// room may be far behind when the load stops).
+    #[arg(long, default_value_t = 60.0)]
+    pub drain_timeout: f64,
+}
+
+impl BigRoomArgs {
+    /// The run as W1 parameters: one room, every user a member.
+    pub fn load(&self) -> LoadArgs {
+        LoadArgs {
+            target: self.target.clone(),
+            users: self.members,
+            rooms: 1,
+            rooms_per_user: 1,
+            publishers: self.publishers,
+            in_flight: 1,
+            size: self.size,
+            duration: self.duration,
+            warmup: self.warmup,
+            rate: Some(self.rate),
+            seed: self.seed,
+            json: self.json.clone(),
+            endpoints: self.endpoints,
+            socket_buffer_kib: self.socket_buffer_kib,
+            connect_concurrency: self.connect_concurrency,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.rate <= 0.0 {
+            bail!("--rate must be above 0: W4 is a fixed load");
+        }
+        self.load().validate()
+    }
 }
 
 /// Fixed load of W2 and W3 when --rate is not given.
@@ -246,7 +326,32 @@ mod tests {
         match cli.workload {
             Workload::W1(l) => l,
             Workload::W2(e) | Workload::W3(e) => e.fixed_load(),
+            Workload::W4(b) => b.load(),
         }
+    }
+
+    #[test]
+    fn w4_is_one_room_every_member_in_it_at_a_fixed_rate() {
+        let l = load(parse(&["w4", "--embedded"]));
+        l.validate().unwrap();
+        assert_eq!(
+            (l.users, l.rooms, l.rooms_per_user, l.publishers),
+            (10_000, 1, 1, 10)
+        );
+        assert_eq!(l.rate_target(), Some(100.0));
+        let l = load(parse(&[
+            "w4",
+            "--embedded",
+            "--members",
+            "300",
+            "--json",
+            "r.json",
+        ]));
+        assert_eq!((l.users, l.json), (300, Some(PathBuf::from("r.json"))));
+        let Workload::W4(b) = parse(&["w4", "--embedded", "--rate", "0"]).workload else {
+            unreachable!()
+        };
+        assert!(b.validate().is_err(), "W4 has no saturation mode");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `stoa-loadgen`: the reference workloads of `WORKLOADS.md` (W1 fan-out, W2 reconnect storm, W3
-//! failover under load) against a running cluster (`--servers`) or one it starts itself
+//! failover under load, W4 big room) against a running cluster (`--servers`) or one it starts itself
 //! (`--embedded`), with an auditor that checks every delivery.
 //!
 //! Layout:
@@ -60,10 +60,14 @@ pub async fn run(cli: Cli) -> Result<Report> {
             let at = Duration::from_secs_f64(e.at);
             (e.fixed_load(), Event::Kill(at))
         }
+        Workload::W4(b) => {
+            b.validate()?;
+            (b.load(), Event::BigRoom)
+        }
     };
     let target = Target::open(&args.target).await?;
     let outcome = match event {
-        Event::None => w1(&target, &args).await,
+        Event::None | Event::BigRoom => w1(&target, &args).await,
         Event::Storm(at) => w2(&target, &args, at).await,
         Event::Kill(at) => w3(&target, &args, at).await,
     };
@@ -101,6 +105,8 @@ enum Event {
     Storm(Duration),
     /// W3: node 1 killed.
     Kill(Duration),
+    /// W4: W1's engine on one room that every connection is a member of.
+    BigRoom,
 }
 
 impl Event {
@@ -109,6 +115,7 @@ impl Event {
             Event::None => "w1",
             Event::Storm(_) => "w2",
             Event::Kill(_) => "w3",
+            Event::BigRoom => "w4",
         }
     }
 }

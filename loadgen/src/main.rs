@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let json = cli.workload.load().json.clone();
+    let json = cli.workload.json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,6 +14,8 @@ pub struct Sample {
     pub cpu_s: f64,
     /// Peak resident set (VmHWM), KiB.
     pub peak_rss_kb: u64,
+    /// Resident set now (VmRSS), KiB.
+    pub rss_kb: u64,
 }
 
 pub fn sample(pid: u32) -> Option<Sample> {
@@ -29,13 +31,14 @@ fn read(dir: &str) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
     Some(Sample {
         cpu_s: cpu_ticks(&stat)? as f64 / clock_ticks_per_s() as f64,
-        peak_rss_kb: peak_rss_kb(&status)?,
+        peak_rss_kb: status_kb(&status, "VmHWM:")?,
+        rss_kb: status_kb(&status, "VmRSS:")?,
     })
 }
 
-/// `VmHWM` in KiB from the text of `/proc/PID/status`.
-fn peak_rss_kb(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// A `field` in KiB (`VmHWM:`, `VmRSS:`) from the text of `/proc/PID/status`.
+fn status_kb(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -161,8 +164,9 @@ mod tests {
     #[test]
     fn parses_status_and_stat() {
         let status = "Name:\tstoa-node\nVmPeak:\t  99 kB\nVmHWM:\t   12345 kB\nVmRSS:\t 100 kB\n";
-        assert_eq!(peak_rss_kb(status), Some(12345));
-        assert_eq!(peak_rss_kb("Name: x\n"), None);
+        assert_eq!(status_kb(status, "VmHWM:"), Some(12345));
+        assert_eq!(status_kb(status, "VmRSS:"), Some(100));
+        assert_eq!(status_kb("Name: x\n", "VmHWM:"), None);
         let stat = "4242 (stoa node (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
         assert_eq!(cpu_ticks(stat), Some(325));
         assert_eq!(cpu_ticks("1 (x) S 1"), None);
@@ -194,7 +198,11 @@ mod tests {
         let mut observe = |pids: &[Option<u32>], table: &[(u32, f64, u64)]| {
             n.observe_with(pids, |pid| {
                 let &(_, cpu_s, peak_rss_kb) = table.iter().find(|r| r.0 == pid)?;
-                Some(Sample { cpu_s, peak_rss_kb })
+                Some(Sample {
+                    cpu_s,
+                    peak_rss_kb,
+                    rss_kb: peak_rss_kb,
+                })
             })
         };
         observe(&[Some(1), Some(2)], &[(1, 1.0, 500), (2, 1.0, 400)]);

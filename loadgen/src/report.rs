@@ -140,6 +140,10 @@ pub struct Report {
     pub server_datagrams_sent_per_delivery: Option<f64>,
     pub server_send_calls_per_delivery: Option<f64>,
     pub posts_per_proposal: Option<f64>,
+    /// Each embedded node's client connections once the load was set up, and its resident
+    /// memory growth per connection over the setup (KiB; W4's figure).
+    pub node_connections: Vec<Option<u64>>,
+    pub node_rss_per_connection_kb: Vec<Option<f64>>,
     /// ACK frames the clients sent per datagram they received.
     pub client_acks_per_datagram_received: f64,
     /// Every 500 ms: seconds since the load started, posts/s, deliveries/s, p99 of that interval.
@@ -255,6 +259,13 @@ impl Report {
             posts_per_proposal: nodes_delta
                 .filter(|d| d.proposal_batches > 0.0)
                 .map(|d| r3(d.proposal_posts / d.proposal_batches)),
+            node_connections: fin.connection_memory.connections.clone(),
+            node_rss_per_connection_kb: fin
+                .connection_memory
+                .per_connection_kb()
+                .into_iter()
+                .map(|v| v.map(r3))
+                .collect(),
             client_bytes_per_datagram_received: r3(
                 quic.bytes_received as f64 / quic.datagrams_received.max(1) as f64
             ),
@@ -433,6 +444,22 @@ impl Report {
             self.client_datagrams_sent_per_delivery,
             self.client_acks_per_datagram_received
         );
+        if self.node_rss_per_connection_kb.iter().any(Option::is_some) {
+            let per: Vec<String> = self
+                .node_rss_per_connection_kb
+                .iter()
+                .zip(&self.node_connections)
+                .map(|(kb, n)| match (kb, n) {
+                    (Some(kb), Some(n)) => format!("{kb:.1} KiB ({n} connections)"),
+                    _ => "-".to_string(),
+                })
+                .collect();
+            let _ = writeln!(
+                w,
+                "  node memory  resident growth per client connection over the setup: {}",
+                per.join(" / ")
+            );
+        }
         if let (Some(d), Some(c), Some(p)) = (
             self.server_datagrams_sent_per_delivery,
             self.server_send_calls_per_delivery,

@@ -48,6 +48,17 @@ impl NodeCounters {
 
 /// The node's counters, `None` if it does not answer (stopped, killed) within 2 s.
 pub async fn scrape(addr: SocketAddr) -> Option<NodeCounters> {
+    get(addr).await.map(|text| parse(&text))
+}
+
+/// Client connections the node has open, `None` if it does not answer.
+pub async fn client_connections(addr: SocketAddr) -> Option<u64> {
+    let text = get(addr).await?;
+    value(&text, "stoa_client_connections").map(|v| v as u64)
+}
+
+/// The body of `GET /metrics`.
+async fn get(addr: SocketAddr) -> Option<String> {
     let get = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: stoa\r\n\r\n")
@@ -60,18 +71,20 @@ pub async fn scrape(addr: SocketAddr) -> Option<NodeCounters> {
             .ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
         let status = head.lines().next()?;
-        (status.starts_with("HTTP/1.") && status.contains(" 200 ")).then(|| parse(body))
+        (status.starts_with("HTTP/1.") && status.contains(" 200 ")).then(|| body.to_string())
     };
     tokio::time::timeout(SCRAPE_TIMEOUT, get).await.ok()?
 }
 
+/// The sample `name` (without labels) in Prometheus text.
+fn value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The counters in Prometheus text; a missing one reads 0.
 fn parse(text: &str) -> NodeCounters {
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |name: &str| value(text, name).unwrap_or(0.0);
     NodeCounters {
         datagrams_sent: value("stoa_client_quic_datagrams_sent_total"),
         send_calls: value("stoa_client_quic_send_calls_total"),

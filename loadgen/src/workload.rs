@@ -406,6 +406,56 @@ impl Nodes {
     }
 }
 
+/// What the embedded nodes' memory grew by while the load connected and subscribed, and the
+/// connections each then had (empty with `--servers`).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMemory {
+    pub rss_before_kb: Vec<Option<u64>>,
+    pub rss_after_kb: Vec<Option<u64>>,
+    pub connections: Vec<Option<u64>>,
+}
+
+impl ConnectionMemory {
+    async fn measure(target: &Target, rss_before_kb: Vec<Option<u64>>) -> ConnectionMemory {
+        let rss_after_kb = nodes_rss_kb(target);
+        let endpoints = target
+            .cluster_handle()
+            .map(|c| lock(&c).metrics.clone())
+            .unwrap_or_default();
+        let connections =
+            futures::future::join_all(endpoints.into_iter().map(scrape::client_connections)).await;
+        ConnectionMemory {
+            rss_before_kb,
+            rss_after_kb,
+            connections,
+        }
+    }
+
+    /// KiB of resident memory per connection on each node (growth over connections).
+    pub fn per_connection_kb(&self) -> Vec<Option<f64>> {
+        self.rss_before_kb
+            .iter()
+            .zip(&self.rss_after_kb)
+            .zip(&self.connections)
+            .map(|((b, a), c)| {
+                let (b, a, c) = ((*b)?, (*a)?, (*c)?);
+                (c > 0).then(|| a.saturating_sub(b) as f64 / c as f64)
+            })
+            .collect()
+    }
+}
+
+/// Each embedded node's resident memory now (KiB; `None` for a stopped node).
+fn nodes_rss_kb(target: &Target) -> Vec<Option<u64>> {
+    let Some(cluster) = target.cluster_handle() else {
+        return Vec::new();
+    };
+    let pids = lock(&cluster).pids();
+    pids.into_iter()
+        .map(|pid| procstat::sample(pid?).map(|s| s.rss_kb))
+        .collect()
+}
+
 /// A run in progress.
 pub struct Load {
     pub shared: Arc<Shared>,
@@ -426,6 +476,7 @@ pub struct Load {
     stop_ticker: watch::Sender<bool>,
     marks: tokio::task::JoinHandle<(Mark, Mark)>,
     nodes: Nodes,
+    connection_memory: ConnectionMemory,
 }
 
 /// Everything a finished run measured.
@@ -458,6 +509,7 @@ pub struct Finished {
     pub notes: Vec<String>,
     pub author: String,
     pub clock: Clock,
+    pub connection_memory: ConnectionMemory,
 }
 
 impl Load {
@@ -530,6 +582,7 @@ impl Load {
                 args.socket_buffer_kib
             ));
         }
+        let rss_before_kb = nodes_rss_kb(target);
         let connected = Instant::now();
         let clients = timeout(
             SETUP_TIMEOUT,
@@ -581,6 +634,7 @@ impl Load {
             "setup: {subs} subscriptions in {:.1} s",
             subscribed.elapsed().as_secs_f64()
         );
+        let connection_memory = ConnectionMemory::measure(target, rss_before_kb).await;
 
         // The load starts now.
         let clock = Clock {
@@ -644,6 +698,7 @@ impl Load {
             stop_ticker,
             marks,
             nodes,
+            connection_memory,
         })
     }
 
@@ -784,6 +839,7 @@ impl Load {
             notes: self.notes.clone(),
             author: self.author.clone(),
             clock: self.clock,
+            connection_memory: self.connection_memory.clone(),
         };
         let stats = lock(&self.nodes.stats).clone();
         Ok((finished, stats))
