@@ -1,4 +1,4 @@
-//! The load engine W1, W2 and W3 share: connect and subscribe the members, post, receive, drain,
+//! The load engine W1, W2, W3 and W4 share: connect and subscribe the members, post, receive, drain,
 //! audit.
 //!
 //! [`Load::start`] does the setup and starts posting; the workload may then wait for its event
