@@ -456,6 +456,7 @@ async fn serve_connection(
             let candidates = peer_candidates(&ctx, &rafts);
             match tls::peer_node_id(&conn, candidates) {
                 Some(from) => {
+                    conn.set_max_concurrent_bi_streams(tls::PEER_STREAMS_MAX.into());
                     peer::serve(
                         conn,
                         from,

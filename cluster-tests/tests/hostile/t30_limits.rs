@@ -399,3 +399,28 @@ async fn t30_a_users_directory_changes_are_rate_limited_an_administrators_are_no
     .await;
     tc.shutdown().await;
 }
+
+/// A client uses one stream, so a client connection may open one: the node keeps no state for
+/// streams it will never read and cannot be made to buffer data on them. (Opening a stream with
+/// credit is local to the client and immediate, so the second one waiting means no credit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30_a_client_connection_gets_one_stream() {
+    init_tracing();
+    let tc = TestCluster::start(3).await;
+    let cfg = raw::client_config(&tc.cluster.ca_pem_path(), Transport::default());
+    let endpoint = raw::endpoint();
+    let addr = tc.addr(0).parse().unwrap();
+    let (c, _) = RawConn::signed_in(&endpoint, &cfg, addr, &tc.admin_token).await;
+    let second = tokio::time::timeout(Duration::from_millis(500), c.conn.open_bi()).await;
+    assert!(second.is_err(), "a second stream was granted");
+    info!("--- the first stream still works");
+    let mut c = c;
+    c.send_request(1, Request::WhoAmI).await;
+    match c.next(Duration::from_secs(10)).await {
+        Next::Frame(ServerFrame::Response { id: 1, result }) => {
+            assert!(result.is_ok(), "{result:?}")
+        }
+        other => panic!("expected the answer, got {other:?}"),
+    }
+    tc.shutdown().await;
+}

@@ -191,7 +191,9 @@ impl NodeTls {
         let crypto =
             QuicServerConfig::try_from(cfg).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(transport(idle_timeout)));
+        // Whoever connects starts with a client's one stream; the accept loop raises the limit
+        // once the connection has proved to be a peer.
+        server.transport_config(Arc::new(transport(idle_timeout, CLIENT_STREAMS_MAX)));
         Ok(server)
     }
 
@@ -211,7 +213,7 @@ impl NodeTls {
         let crypto =
             QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(Arc::new(transport(idle_timeout)));
+        client.transport_config(Arc::new(transport(idle_timeout, PEER_STREAMS_MAX)));
         Ok(client)
     }
 }
@@ -219,12 +221,18 @@ impl NodeTls {
 /// Idle timeout of node-to-node connections (keep-alives every third of it).
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn transport(idle_timeout: Duration) -> quinn::TransportConfig {
+/// Streams a client may have open: it uses one. Quinn keeps state for every stream the other
+/// side may open from the start (about 64 bytes each, 1024 of them were two thirds of a client
+/// connection's memory), and each may buffer up to its flow-control window.
+pub const CLIENT_STREAMS_MAX: u32 = 1;
+/// Streams a peer may have open at once: one per RPC in flight.
+pub const PEER_STREAMS_MAX: u32 = 1024;
+
+fn transport(idle_timeout: Duration, streams: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
     t.keep_alive_interval(Some(idle_timeout / 3));
-    // Peers open one stream per RPC; clients use one. Quinn's flow control bounds each stream.
-    t.max_concurrent_bidi_streams(1024u32.into());
+    t.max_concurrent_bidi_streams(streams.into());
     t.max_concurrent_uni_streams(0u32.into());
     t
 }
