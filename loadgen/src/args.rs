@@ -204,6 +204,9 @@ impl BigRoomArgs {
         if self.rate <= 0.0 {
             bail!("--rate must be above 0: W4 is a fixed load");
         }
+        if self.publishers == 0 {
+            bail!("--publishers must be at least 1");
+        }
         self.load().validate()
     }
 }

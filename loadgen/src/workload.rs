@@ -439,7 +439,8 @@ impl ConnectionMemory {
             .zip(&self.connections)
             .map(|((b, a), c)| {
                 let (b, a, c) = ((*b)?, (*a)?, (*c)?);
-                (c > 0).then(|| a.saturating_sub(b) as f64 / c as f64)
+                // Memory that shrank (a node returning pages) says nothing per connection.
+                (c > 0 && a >= b).then(|| (a - b) as f64 / c as f64)
             })
             .collect()
     }

@@ -135,6 +135,9 @@ fn w4_embedded_small_big_room_audits_clean_and_measures_memory_per_connection() 
         .map(|v| v.as_u64().expect("every node answered"))
         .sum();
     assert!(held >= 150, "{held} connections held: {text}");
+    // A figure per node; one is null only if the node's memory shrank over the setup (the
+    // allocator returning pages), and the size is the allocator's business: not asserted.
     let per = report["node_rss_per_connection_kb"].as_array().unwrap();
     assert_eq!(per.len(), 3, "{text}");
+    assert!(per.iter().any(|v| v.is_number()), "{text}");
 }

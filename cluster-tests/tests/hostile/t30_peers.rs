@@ -116,6 +116,30 @@ async fn t30_peers_with_a_foreign_or_non_member_certificate_are_refused() {
         );
     }
 
+    info!("--- a member's connection is raised past a client's one stream: calls run side by side");
+    let cfg = cert_of(2).peer_client_config().expect("peer config");
+    let conn = raw::dial_as(&endpoint, &cfg, addr, &node_server_name(NodeId(1)))
+        .await
+        .expect("peer handshake");
+    // The first call is held open (not finished), so a second stream needs a limit above one.
+    let (mut held, _held_recv) = conn.open_bi().await.expect("first stream");
+    held.write_all(&[0]).await.expect("write");
+    let second = tokio::time::timeout(Duration::from_secs(10), conn.open_bi())
+        .await
+        .expect("a second stream while the first is open")
+        .expect("stream");
+    let (mut send, mut recv) = second;
+    send.write_all(&vote_in_no_group()).await.expect("write");
+    send.finish().expect("finish");
+    let bytes = recv
+        .read_to_end(PEER_MESSAGE_BYTES_MAX)
+        .await
+        .expect("answer");
+    assert!(matches!(
+        stoa_proto::decode::<PeerResponse>(&bytes),
+        Ok(PeerResponse::Refused(_))
+    ));
+
     info!("--- the cluster is unharmed");
     let c = tc.client(0).await;
     c.post_with_id("lobby", "still here", "x", false)

@@ -213,7 +213,8 @@ impl NodeTls {
         let crypto =
             QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Config(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(Arc::new(transport(idle_timeout, PEER_STREAMS_MAX)));
+        // The node a peer link dials only answers on streams the dialer opens.
+        client.transport_config(Arc::new(transport(idle_timeout, 0)));
         Ok(client)
     }
 }
