@@ -37,9 +37,9 @@ impl Workload {
     /// Where the JSON report goes, if anywhere.
     pub fn json(&self) -> Option<PathBuf> {
         match self {
-            Workload::W1(a) => a.json.clone(),
-            Workload::W2(e) | Workload::W3(e) => e.load.json.clone(),
-            Workload::W4(b) => b.json.clone(),
+            Workload::W1(a) => a.run.json.clone(),
+            Workload::W2(e) | Workload::W3(e) => e.load.run.json.clone(),
+            Workload::W4(b) => b.run.json.clone(),
         }
     }
 }
@@ -88,6 +88,23 @@ pub struct LoadArgs {
     /// sends on time with up to 1024 posts in flight, beyond which a send is skipped and counted.)
     #[arg(long, default_value_t = 8)]
     pub in_flight: usize,
+    /// Posts per second in total (open loop, paced per publisher); 0 or none: saturation
+    /// (closed loop). W2 and W3 default to 1000.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// QUIC endpoints (UDP sockets) the connections share.
+    #[arg(long, default_value_t = 4)]
+    pub endpoints: usize,
+    /// Seconds to wait after the last post for every member to receive every message.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+}
+
+/// Settings every workload shares, with the same defaults.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
     /// Bytes of each post.
     #[arg(long, default_value_t = 200)]
     pub size: usize,
@@ -97,19 +114,12 @@ pub struct LoadArgs {
     /// Seconds of load before the measured period (not measured).
     #[arg(long, default_value_t = 3.0)]
     pub warmup: f64,
-    /// Posts per second in total (open loop, paced per publisher); 0 or none: saturation
-    /// (closed loop). W2 and W3 default to 1000.
-    #[arg(long)]
-    pub rate: Option<f64>,
     /// Seed of room membership, room choice and jitter.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Write the report as one JSON object to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// QUIC endpoints (UDP sockets) the connections share.
-    #[arg(long, default_value_t = 4)]
-    pub endpoints: usize,
     /// Receive buffer asked for each endpoint's UDP socket, KiB (the kernel caps it at
     /// net.core.rmem_max).
     #[arg(long, default_value_t = 4096)]
@@ -117,9 +127,6 @@ pub struct LoadArgs {
     /// Connections (and subscriptions) being set up at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
-    /// Seconds to wait after the last post for every member to receive every message.
-    #[arg(long, default_value_t = 10.0)]
-    pub drain_timeout: f64,
 }
 
 /// W2/W3: the load plus when the event happens.
@@ -147,30 +154,11 @@ pub struct BigRoomArgs {
     /// Posts per second in total (open loop).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// Bytes of each post.
-    #[arg(long, default_value_t = 200)]
-    pub size: usize,
-    /// Seconds of the measured period.
-    #[arg(long, default_value_t = 20.0)]
-    pub duration: f64,
-    /// Seconds of load before the measured period (not measured).
-    #[arg(long, default_value_t = 3.0)]
-    pub warmup: f64,
-    /// Seed of jitter.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Write the report as one JSON object to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// QUIC endpoints (UDP sockets) the connections share.
     #[arg(long, default_value_t = 16)]
     pub endpoints: usize,
-    /// Receive buffer asked for each endpoint's UDP socket, KiB.
-    #[arg(long, default_value_t = 4096)]
-    pub socket_buffer_kib: usize,
-    /// Connections (and subscriptions) being set up at once.
-    #[arg(long, default_value_t = 64)]
-    pub connect_concurrency: usize,
     /// Seconds to wait after the last post for every member to receive every message (a big
     /// room may be far behind when the load stops).
     #[arg(long, default_value_t = 60.0)]
@@ -187,15 +175,9 @@ impl BigRoomArgs {
             rooms_per_user: 1,
             publishers: self.publishers,
             in_flight: 1,
-            size: self.size,
-            duration: self.duration,
-            warmup: self.warmup,
             rate: Some(self.rate),
-            seed: self.seed,
-            json: self.json.clone(),
+            run: self.run.clone(),
             endpoints: self.endpoints,
-            socket_buffer_kib: self.socket_buffer_kib,
-            connect_concurrency: self.connect_concurrency,
             drain_timeout: self.drain_timeout,
         }
     }
@@ -240,25 +222,25 @@ impl LoadArgs {
         if a.in_flight == 0 {
             bail!("--in-flight must be at least 1");
         }
-        if !(payload::HEADER_BYTES..=payload::SIZE_MAX).contains(&a.size) {
+        if !(payload::HEADER_BYTES..=payload::SIZE_MAX).contains(&a.run.size) {
             bail!(
                 "--size {} is outside {}..={} bytes (the header takes {})",
-                a.size,
+                a.run.size,
                 payload::HEADER_BYTES,
                 payload::SIZE_MAX,
                 payload::HEADER_BYTES
             );
         }
         for (name, v, max) in [
-            ("--duration", a.duration, 86_400.0),
-            ("--warmup", a.warmup, 86_400.0),
+            ("--duration", a.run.duration, 86_400.0),
+            ("--warmup", a.run.warmup, 86_400.0),
             ("--drain-timeout", a.drain_timeout, 3_600.0),
         ] {
             if !(0.0..=max).contains(&v) {
                 bail!("{name} {v} is outside 0..={max} seconds");
             }
         }
-        if a.duration == 0.0 {
+        if a.run.duration == 0.0 {
             bail!("--duration must be above 0");
         }
         if let Some(r) = a.rate {
@@ -266,10 +248,10 @@ impl LoadArgs {
                 bail!("--rate {r} is outside 0..=10000000 posts/s");
             }
         }
-        if !(1..=1 << 20).contains(&a.socket_buffer_kib) {
+        if !(1..=1 << 20).contains(&a.run.socket_buffer_kib) {
             bail!("--socket-buffer-kib is outside 1..=1048576");
         }
-        if a.endpoints == 0 || a.connect_concurrency == 0 {
+        if a.endpoints == 0 || a.run.connect_concurrency == 0 {
             bail!("--endpoints and --connect-concurrency must be at least 1");
         }
         if !a.target.embedded && a.target.servers.is_empty() {
@@ -284,11 +266,11 @@ impl LoadArgs {
     }
 
     pub fn warmup(&self) -> Duration {
-        Duration::from_secs_f64(self.warmup)
+        Duration::from_secs_f64(self.run.warmup)
     }
 
     pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.duration)
+        Duration::from_secs_f64(self.run.duration)
     }
 
     pub fn drain_timeout(&self) -> Duration {
@@ -299,11 +281,11 @@ impl LoadArgs {
 impl EventArgs {
     pub fn validate(&self) -> Result<()> {
         self.load.validate()?;
-        if !(0.0..self.load.duration).contains(&self.at) {
+        if !(0.0..self.load.run.duration).contains(&self.at) {
             bail!(
                 "--at {} must fall inside the measured period (0..{} s)",
                 self.at,
-                self.load.duration
+                self.load.run.duration
             );
         }
         Ok(())
@@ -350,7 +332,7 @@ mod tests {
             "--json",
             "r.json",
         ]));
-        assert_eq!((l.users, l.json), (300, Some(PathBuf::from("r.json"))));
+        assert_eq!((l.users, l.run.json), (300, Some(PathBuf::from("r.json"))));
         let Workload::W4(b) = parse(&["w4", "--embedded", "--rate", "0"]).workload else {
             unreachable!()
         };
@@ -368,11 +350,14 @@ mod tests {
                 l.rooms_per_user,
                 l.publishers,
                 l.in_flight,
-                l.size
+                l.run.size
             ),
             (1000, 100, 5, 100, 8, 200)
         );
-        assert_eq!((l.duration, l.warmup, l.rate_target()), (20.0, 3.0, None));
+        assert_eq!(
+            (l.run.duration, l.run.warmup, l.rate_target()),
+            (20.0, 3.0, None)
+        );
         let l = load(parse(&["w1", "--embedded", "--rate", "0"]));
         assert_eq!(l.rate_target(), None, "--rate 0 is saturation");
     }

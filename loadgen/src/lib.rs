@@ -132,7 +132,7 @@ async fn w2(target: &Target, args: &LoadArgs, at: Duration) -> Result<Outcome> {
     let load = Load::start(target, args, Some(at)).await?;
     load.event().await;
     eprintln!("w2: dropping every connection");
-    let storm = storm::run(&load.clients, args.seed).await;
+    let storm = storm::run(&load.clients, args.run.seed).await;
     let (fin, nodes) = load.finish().await?;
     Ok((fin, nodes, Some(storm), None))
 }

@@ -527,15 +527,16 @@ impl Load {
             "setup: user, {} rooms, {} connections ({} rooms each)",
             args.rooms, args.users, args.rooms_per_user
         );
-        let prepared = setup::prepare(target, args.seed, args.rooms, &run_id).await?;
+        let prepared = setup::prepare(target, args.run.seed, args.rooms, &run_id).await?;
         for n in &prepared.notes {
             eprintln!("note: {n}");
         }
-        let members = setup::memberships(args.users, args.rooms, args.rooms_per_user, args.seed);
+        let members =
+            setup::memberships(args.users, args.rooms, args.rooms_per_user, args.run.seed);
         let phases = if event_at.is_some() { 4 } else { 3 };
         let subs = args.users * args.rooms_per_user;
         let shared = Arc::new(Shared {
-            size: args.size,
+            size: args.run.size,
             author: prepared.author.clone(),
             run_id,
             rooms_per_user: args.rooms_per_user,
@@ -570,17 +571,17 @@ impl Load {
         let mut endpoints = Vec::new();
         let mut granted = 0;
         for _ in 0..args.endpoints.min(args.users) {
-            let (e, bytes) = setup::endpoint(args.socket_buffer_kib * 1024)?;
+            let (e, bytes) = setup::endpoint(args.run.socket_buffer_kib * 1024)?;
             endpoints.push(e);
             granted = bytes;
         }
         let mut notes = prepared.notes;
-        if granted < args.socket_buffer_kib * 1024 {
+        if granted < args.run.socket_buffer_kib * 1024 {
             notes.push(format!(
                 "client UDP receive buffers are {} KiB, not the {} KiB asked \
                  (net.core.rmem_max caps them)",
                 granted / 1024,
-                args.socket_buffer_kib
+                args.run.socket_buffer_kib
             ));
         }
         let rss_before_kb = nodes_rss_kb(target);
@@ -592,7 +593,7 @@ impl Load {
                 &prepared.token,
                 args.users,
                 &endpoints,
-                args.connect_concurrency,
+                args.run.connect_concurrency,
             ),
         )
         .await
@@ -605,7 +606,7 @@ impl Load {
 
         let subscribed = Instant::now();
         let (stop_receivers, stop_rx) = watch::channel(false);
-        let gate = Arc::new(Semaphore::new(args.connect_concurrency));
+        let gate = Arc::new(Semaphore::new(args.run.connect_concurrency));
         let mut receivers = JoinSet::new();
         let mut ready = Vec::with_capacity(args.users);
         for (user, rooms) in members.iter().enumerate() {
@@ -862,7 +863,11 @@ fn spawn_publishers(
     let mut set = JoinSet::new();
     let count = args.publishers;
     for p in 0..count {
-        let state = Arc::new(Mutex::new(Publisher::new(p, args.seed, members[p].clone())));
+        let state = Arc::new(Mutex::new(Publisher::new(
+            p,
+            args.run.seed,
+            members[p].clone(),
+        )));
         let client = clients[p].clone();
         match args.rate_target() {
             None => {
