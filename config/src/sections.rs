@@ -121,7 +121,8 @@ sections! {
     }
 
     /// Limits on everything a client or the cluster can make this node hold. Every limit is above 0
-    /// except the per-connection rates, where 0 means unlimited, and proposal_linger_ms.
+    /// except the rates (posts per connection, directory changes per user), where 0 means
+    /// unlimited, and proposal_linger_ms.
     [limits] pub struct LimitsSection {
         /// Largest frame payload accepted or sent, in bytes; 1024..=16777216 (the protocol's hard
         /// bound).

@@ -345,9 +345,9 @@ fn validate_refuses_batches_and_default_history_above_their_bounds() {
     );
 }
 
-/// Every raft field and every limit except the per-connection rates and proposal_linger_ms (0:
-/// unlimited, off) must be above 0. Set through the environment so the test reaches every field by its
-/// serialized name.
+/// Every raft field and every limit except the post and directory rates and proposal_linger_ms
+/// (0: unlimited, off) must be above 0. Set through the environment so the test reaches every
+/// field by its serialized name.
 #[test]
 fn validate_refuses_zero_limits_except_rates_and_linger() {
     let defaults = toml::Table::try_from(NodeConfig::default()).unwrap();
