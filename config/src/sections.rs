@@ -147,13 +147,15 @@ sections! {
         /// committed the next one fills with every post that arrives, so more in flight only
         /// splits the waiting posts into smaller entries, each with its own per-entry costs.
         pub proposals_in_flight_max: usize = 1,
-        /// When a shard's last proposal carried at least proposal_linger_after_posts posts (the
-        /// shard is busy), its leader waits up to this long for more posts before proposing the
-        /// next one, in ms; 0: never. Fuller entries spread each entry's fixed costs (log sync on
-        /// every replica, replication calls, state-machine batch, one packet per subscriber)
-        /// over more posts, which is what lets a saturated cluster take more.
-        pub proposal_linger_ms: u64 = 20,
-        /// Posts in a shard's last proposal from which its leader lingers (see
+        /// When posts queue up for a shard's next proposal while the previous one commits (the
+        /// shard is busy), its leader waits for more before proposing: not at all below
+        /// proposal_linger_after_posts waiting posts, up to this long from four times that, in
+        /// proportion between; in ms, 0: never. Fuller entries spread each entry's fixed costs
+        /// (log sync on every replica, replication calls, state-machine batch, one packet per
+        /// subscriber connection) over more posts, which is what lets a saturated cluster take
+        /// more.
+        pub proposal_linger_ms: u64 = 50,
+        /// Posts waiting for a shard's next proposal from which its leader lingers (see
         /// proposal_linger_ms), in posts. Below it, as under moderate load, posts go out at once.
         pub proposal_linger_after_posts: usize = 16,
         /// Messages queued in one room actor's mailbox before senders are refused, in messages.

@@ -252,7 +252,7 @@ pub struct ProposerLimits {
     pub in_flight_max: usize,
     /// How long a busy shard's leader waits to fill the next entry (see `proposal_linger_ms`).
     pub linger: Duration,
-    /// Posts in the last entry from which the leader lingers.
+    /// Posts already waiting for the next entry from which the leader lingers.
     pub linger_after_posts: usize,
 }
 
@@ -296,7 +296,6 @@ async fn run(
     // would make a post taken by a follower wait for two commits before its own.
     let forwarding = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     let mut pending: Option<(ProposedPost, Waiter)> = None;
-    let mut last_batch = 0;
     loop {
         // Wait for a free slot first: while every slot is busy, posts accumulate into a bigger batch.
         let slots = if proposals.leads(group) {
@@ -314,15 +313,20 @@ async fn run(
                 None => return,
             },
         };
-        // A busy leader waits to fill the entry; forwarded batches are packed again by the
-        // leader, so a follower never waits.
-        let linger = (!limits.linger.is_zero()
-            && last_batch >= limits.linger_after_posts
-            && proposals.leads(group))
-        .then(|| tokio::time::Instant::now() + limits.linger);
         let mut batch = vec![first];
-        pending = fill(&mut batch, &mut rx, &limits, linger).await;
-        last_batch = batch.len();
+        pending = fill(&mut batch, &mut rx, &limits, None).await;
+        // A busy leader waits to fill the entry, the longer the more posts queued up while the
+        // slot was taken (the previous entry committing). Busy is never judged by the size of
+        // the last entry: a lingered entry is big, so that test would keep lingering at any load
+        // once it had started. Forwarded batches are packed again by the leader, so a follower
+        // never waits.
+        if pending.is_none() && proposals.leads(group) {
+            let linger = linger_for(batch.len(), &limits);
+            if !linger.is_zero() {
+                let until = tokio::time::Instant::now() + linger;
+                pending = fill(&mut batch, &mut rx, &limits, Some(until)).await;
+            }
+        }
         let proposals = proposals.clone();
         tokio::spawn(async move {
             let (posts, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -352,6 +356,19 @@ async fn run(
             }
         });
     }
+}
+
+/// How long a leader lingers to fill an entry when `waiting` posts queued up for it while the
+/// previous one committed: not at all below `linger_after_posts`, the whole `linger` from four
+/// times that, in proportion between. The more posts queue up in one commit, the busier the
+/// shard, and the more a fuller entry saves (each entry costs the same whatever it holds).
+fn linger_for(waiting: usize, limits: &ProposerLimits) -> Duration {
+    let from = limits.linger_after_posts.max(1);
+    if waiting < from {
+        return Duration::ZERO;
+    }
+    let full = 4 * from;
+    limits.linger.mul_f64((waiting.min(full) as f64) / (full as f64))
 }
 
 /// Add waiting posts to `batch` until it is full (posts or bytes), then answer the post that did
@@ -482,6 +499,22 @@ mod tests {
             .is_none());
         assert_eq!(texts(&batch), ["x", "d"]);
         assert!(Instant::now() >= until);
+    }
+
+    #[test]
+    fn linger_grows_with_the_posts_that_queued_up_during_a_commit() {
+        let mut l = limits(512, 1 << 20);
+        l.linger = Duration::from_millis(40);
+        l.linger_after_posts = 16;
+        let ms = |waiting, l: &ProposerLimits| linger_for(waiting, l).as_millis();
+        assert_eq!(ms(0, &l), 0);
+        assert_eq!(ms(15, &l), 0, "moderate load: propose at once");
+        assert_eq!(ms(16, &l), 10);
+        assert_eq!(ms(32, &l), 20);
+        assert_eq!(ms(64, &l), 40);
+        assert_eq!(ms(500, &l), 40, "never more than the configured linger");
+        l.linger = Duration::ZERO;
+        assert_eq!(ms(500, &l), 0, "0 switches it off");
     }
 
     #[tokio::test(start_paused = true)]
