@@ -292,10 +292,13 @@ async fn receiver(
     }
     let _ = ready.send(Ok(()));
     let mut stream_ended = false;
+    // One stop future for the whole loop: a new one per message registers a new waiter each time.
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            _ = &mut stopped => break,
             m = events.next() => match m {
                 Some(m) => sh.receive(&mut subs, m, user),
                 None => {

@@ -95,6 +95,26 @@ impl FrameDecoder {
     /// The next complete payload, `None` if more bytes are needed, an error if the announced length
     /// is over the limit (the stream must then be closed: it cannot be resynchronised).
     pub fn next_payload(&mut self) -> Result<Option<Bytes>, CodecError> {
+        let Some(len) = self.complete_len()? else {
+            return Ok(None);
+        };
+        self.buf.advance(FRAME_HEADER_BYTES);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// The next complete frame, decoded straight from the buffer (no shared copy of the payload
+    /// is made: this runs once per message received).
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        let Some(len) = self.complete_len()? else {
+            return Ok(None);
+        };
+        let value = decode(&self.buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len]);
+        self.buf.advance(FRAME_HEADER_BYTES + len);
+        value.map(Some)
+    }
+
+    /// The payload length of the frame at the front, once all of it is buffered.
+    fn complete_len(&mut self) -> Result<Option<usize>, CodecError> {
         if self.buf.len() < FRAME_HEADER_BYTES {
             return Ok(None);
         }
@@ -109,16 +129,7 @@ impl FrameDecoder {
             self.buf.reserve(FRAME_HEADER_BYTES + len - self.buf.len());
             return Ok(None);
         }
-        self.buf.advance(FRAME_HEADER_BYTES);
-        Ok(Some(self.buf.split_to(len).freeze()))
-    }
-
-    /// The next complete frame, decoded.
-    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
-        match self.next_payload()? {
-            Some(payload) => decode(&payload).map(Some),
-            None => Ok(None),
-        }
+        Ok(Some(len))
     }
 }
 
