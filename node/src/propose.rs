@@ -368,7 +368,9 @@ fn linger_for(waiting: usize, limits: &ProposerLimits) -> Duration {
         return Duration::ZERO;
     }
     let full = 4 * from;
-    limits.linger.mul_f64((waiting.min(full) as f64) / (full as f64))
+    limits
+        .linger
+        .mul_f64((waiting.min(full) as f64) / (full as f64))
 }
 
 /// Add waiting posts to `batch` until it is full (posts or bytes), then answer the post that did
