@@ -576,24 +576,37 @@ impl RoomActor {
     }
 
     /// Queue a frame for every live subscriber; hold it for those still reading their backlog.
+    /// Runs for every message: walks the subscribers in place, and allocates only for the
+    /// subscribers it cuts (a full queue, or too much held while catching up).
     fn deliver(&mut self, seq: Option<Seq>, frame: Bytes) {
-        let ids: Vec<u64> = self.subs.keys().copied().collect();
-        for id in ids {
-            let Some(s) = self.subs.get_mut(&id) else {
-                continue;
-            };
+        let held_max = self.limits.subscribe_backlog_max as usize;
+        let mut cut = Vec::new();
+        for (&id, s) in &mut self.subs {
             match &mut s.state {
-                SubState::Live => {
-                    self.push(id, seq, frame.clone());
-                }
+                SubState::Live => match s.sub.tx.try_send(frame.clone()) {
+                    Ok(()) => {
+                        if let Some(seq) = seq {
+                            s.sent = seq;
+                            self.delivered.inc();
+                        }
+                    }
+                    Err(_) => {
+                        tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "slow subscriber cut from live delivery");
+                        cut.push(id);
+                    }
+                },
                 SubState::CatchingUp { held, .. } => {
-                    if held.len() >= self.limits.subscribe_backlog_max as usize {
-                        s.sub.lagged.mark(&self.room, s.sent);
-                        self.remove_sub(id);
+                    if held.len() >= held_max {
+                        cut.push(id);
                     } else {
                         held.push((seq, frame.clone()));
                     }
                 }
+            }
+        }
+        for id in cut {
+            if let Some(s) = self.remove_sub(id) {
+                s.sub.lagged.mark(&self.room, s.sent);
             }
         }
     }
