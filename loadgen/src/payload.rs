@@ -60,7 +60,7 @@ pub fn decode(text: &str, size: usize) -> Option<Stamp> {
     if b[0] != b'P' || b[7] != b'C' || b[18] != b'T' || b[35] != b'|' {
         return None;
     }
-    if !b[HEADER_BYTES..].iter().all(|&c| c == PAD) {
+    if !is_padding(&b[HEADER_BYTES..]) {
         return None;
     }
     Some(Stamp {
@@ -68,6 +68,13 @@ pub fn decode(text: &str, size: usize) -> Option<Stamp> {
         counter: digits(&b[8..18])?,
         sent_us: digits(&b[19..35])?,
     })
+}
+
+/// Whether `b` is all padding: compared a block at a time (this runs for every delivery).
+fn is_padding(b: &[u8]) -> bool {
+    const BLOCK: [u8; 64] = [PAD; 64];
+    let mut blocks = b.chunks_exact(BLOCK.len());
+    blocks.all(|c| c == BLOCK) && blocks.remainder() == &BLOCK[..blocks.remainder().len()]
 }
 
 fn digits(b: &[u8]) -> Option<u64> {
@@ -113,6 +120,16 @@ mod tests {
         let mut bad_pad = text.clone().into_bytes();
         bad_pad[99] = b'x';
         assert_eq!(decode(std::str::from_utf8(&bad_pad).unwrap(), 100), None);
+        // 200 bytes: two whole blocks of padding and a remainder; a byte off in either.
+        for at in [HEADER_BYTES, 50, 150, 199] {
+            let mut bad = encode(S, 200).into_bytes();
+            bad[at] = b'-';
+            assert_eq!(
+                decode(std::str::from_utf8(&bad).unwrap(), 200),
+                None,
+                "at {at}"
+            );
+        }
         let mut bad_digit = text.into_bytes();
         bad_digit[3] = b'a';
         assert_eq!(decode(std::str::from_utf8(&bad_digit).unwrap(), 100), None);
