@@ -53,6 +53,14 @@ enum Cmd {
 /// openraft logs every failed heartbeat to an unreachable peer at error level, which buries
 /// everything else during an outage; its logs are off by default (`STOA_LOG=info,openraft=warn`
 /// turns them on). Stoa's own logs report what matters to an operator.
+/// jemalloc rather than glibc's malloc: under W1 saturation glibc's allocator was a sixth of a
+/// node's CPU (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`, ...); with jemalloc a node
+/// used about 7 % less CPU per post, at a peak RSS of 185 – 211 MB instead of 165 MB
+/// (docs/BENCHMARKS.md). mimalloc was as fast but peaked at 290 – 430 MB. With glibc the node
+/// had to cap its malloc arenas at 2 to stay under 200 MB; jemalloc needs no tuning for that.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -160,23 +168,7 @@ async fn dev(nodes: u32, dir: PathBuf, base_port: u16, shards: u32) -> anyhow::R
     Ok(())
 }
 
-/// Bound glibc's malloc arenas (unless `MALLOC_ARENA_MAX` says otherwise). By default glibc
-/// gives each thread that contends an arena of its own, up to 8 per core; a node's many threads
-/// (tokio workers and blocking pool, sled's I/O pool, actix, the flusher) then spread short-lived
-/// frames over a dozen arenas that each keep their high-water mark. Measured under W1: peak RSS
-/// 240 – 320 MB per node with the default, 140 – 190 MB with 2 arenas, CPU unchanged.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    limit_malloc_arenas();
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stoa-worker")
