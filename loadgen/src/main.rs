@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use stoa_loadgen::args::Cli;
 
-/// The same allocator as the nodes (see stoa-node's main): it is a tenth of the load
-/// generator's CPU with glibc's, and every cycle it spends is one the nodes do not get.
+/// The same allocator as the nodes (see stoa-node's main): glibc's malloc took a tenth of the
+/// load generator's CPU, and every cycle the load generator spends is one the nodes do not get.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

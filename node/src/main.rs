@@ -50,17 +50,17 @@ enum Cmd {
     ConfigDefaults,
 }
 
-/// openraft logs every failed heartbeat to an unreachable peer at error level, which buries
-/// everything else during an outage; its logs are off by default (`STOA_LOG=info,openraft=warn`
-/// turns them on). Stoa's own logs report what matters to an operator.
 /// jemalloc rather than glibc's malloc: under W1 saturation glibc's allocator was a sixth of a
 /// node's CPU (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`, ...); with jemalloc a node
-/// used about 7 % less CPU per post, at a peak RSS of 185 – 211 MB instead of 165 MB
+/// used about 7 % less CPU per post, at a peak RSS of 234 – 267 MB instead of 165 – 204 MB
 /// (docs/BENCHMARKS.md). mimalloc was as fast but peaked at 290 – 430 MB. With glibc the node
 /// had to cap its malloc arenas at 2 to stay under 200 MB; jemalloc needs no tuning for that.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// openraft logs every failed heartbeat to an unreachable peer at error level, which buries
+/// everything else during an outage; its logs are off by default (`STOA_LOG=info,openraft=warn`
+/// turns them on). Stoa's own logs report what matters to an operator.
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
