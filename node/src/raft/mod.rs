@@ -10,7 +10,6 @@ use crate::domain::{
     meta::MetaCommand, meta::MetaOutcome, shard::FileChunk, shard::PostOutcome, shard::ProposedPost,
 };
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 use stoa_proto::ApiError;
 
 /// Group 0 is the meta group (directory); groups 1..=S are shards (room content).
@@ -76,7 +75,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -393,3 +393,96 @@ async fn one_moderation_entry_changes_a_bounded_number_of_messages_and_rounds_fi
         .await;
     assert_eq!(r[0], CommandResult::Moderated(Ok(MODERATED_PER_ENTRY_MAX)));
 }
+
+fn snapshot_files(shard: &Shard) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&shard.store.snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn snapshots_live_in_files_replace_each_other_and_install_elsewhere() {
+    use openraft::storage::RaftSnapshotBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut a = Shard::new().await;
+    let posts = (0..40)
+        .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", &format!("m{i}"), i)]))
+        .collect();
+    a.apply(posts).await;
+    let first =
+        a.sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    assert_eq!(snapshot_files(&a).len(), 1);
+    a.apply(vec![Command::Posts(vec![post("late", "bob", "after", 99)])])
+        .await;
+    let second =
+        a.sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    let files = snapshot_files(&a);
+    assert_eq!(
+        files.len(),
+        1,
+        "the older snapshot's file is deleted: {files:?}"
+    );
+    assert_ne!(first.meta.snapshot_id, second.meta.snapshot_id);
+
+    // What a leader sends: the current snapshot, read from its file.
+    let mut current = a.sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, second.meta);
+    let mut bytes = Vec::new();
+    current.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    // A follower receives it into a file of its own and installs it.
+    let mut b = Shard::new().await;
+    b.apply(vec![Command::Posts(vec![post(
+        "x",
+        "zed",
+        "replaced by the snapshot",
+        1,
+    )])])
+    .await;
+    let mut receiving = b.sm.begin_receiving_snapshot().await.unwrap();
+    receiving.write_all(&bytes).await.unwrap();
+    b.sm.install_snapshot(&current.meta, receiving)
+        .await
+        .unwrap();
+    assert_eq!(b.messages().await, a.messages().await);
+    assert_eq!(b.messages().await.len(), 41);
+    assert_eq!(snapshot_files(&b).len(), 1);
+    let (applied, _) = b.sm.applied_state().await.unwrap();
+    assert_eq!(applied, current.meta.last_log_id);
+
+    // A snapshot holding another group's rows is refused and changes nothing.
+    let mut c = Shard::new().await;
+    let foreign = {
+        let mut f = b.sm.begin_receiving_snapshot().await.unwrap();
+        f.write_all(&bytes).await.unwrap();
+        f
+    };
+    let (other, _) = StateMachine::open_shard(c.store.clone(), GroupId(2), None)
+        .await
+        .unwrap();
+    let mut other = other;
+    assert!(other
+        .install_snapshot(&current.meta, foreign)
+        .await
+        .is_err());
+    c.apply(vec![Command::Posts(vec![post(
+        "y",
+        "ann",
+        "still here",
+        2,
+    )])])
+    .await;
+    assert_eq!(c.messages().await.len(), 1);
+}

@@ -12,6 +12,7 @@
 pub mod keys;
 pub mod log;
 pub mod sm;
+mod snapfile;
 pub mod wal;
 
 #[cfg(test)]
@@ -22,7 +23,7 @@ mod tests;
 use crate::raft::{GroupId, StorageError};
 use openraft::{AnyError, StorageIOError};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,6 +37,8 @@ pub struct Store {
     db: sled::Db,
     pub(crate) sm: sled::Tree,
     pub(crate) snap: sled::Tree,
+    /// Snapshot data files (`snapfile`); `snap` names each group's current one.
+    pub(crate) snapshots: PathBuf,
     /// How far each group's state machine is in sled, which a purge of the group's log waits for.
     progress: watch::Sender<Progress>,
     /// How long a purge waits for that; zero: not at all (openraft's storage suite purges
@@ -53,6 +56,11 @@ pub enum StoreError {
     Wal(#[from] WalError),
     #[error("stored value under {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("snapshot files in {path}: {source}")]
+    Files {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the data directory {path} holds storage format {found}, this build reads format {FORMAT}; start with an empty data directory")]
     Format { path: String, found: u32 },
 }
@@ -60,7 +68,8 @@ pub enum StoreError {
 /// The layout of stored values. Bump it when a stored type changes shape: bincode values carry no
 /// field names, so an old value would decode into garbage or fail deep inside Raft.
 /// Format 2: messages carry moderation and files. Format 3: the Raft log left sled for the WAL.
-pub const FORMAT: u32 = 3;
+/// Format 4: snapshot data left sled for files of their own.
+pub const FORMAT: u32 = 4;
 const FORMAT_KEY: &[u8] = b"stoa-storage-format";
 
 /// How long a purge waits for the state machine to hold what it purges (a snapshot being
@@ -106,9 +115,30 @@ impl Store {
                 found,
             });
         }
+        let snap = db.open_tree("snap")?;
+        let snapshots = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshots).map_err(|e| StoreError::Files {
+            path: snapshots.display().to_string(),
+            source: e,
+        })?;
+        let mut current = std::collections::HashSet::new();
+        for kv in snap.iter() {
+            let (k, v) = kv?;
+            let stored: snapfile::StoredSnapshot =
+                stoa_proto::decode(&v).map_err(|e| StoreError::Corrupt {
+                    key: keys::describe(&k),
+                    reason: e.to_string(),
+                })?;
+            current.insert(stored.file);
+        }
+        snapfile::sweep(&snapshots, &current).map_err(|e| StoreError::Files {
+            path: snapshots.display().to_string(),
+            source: e,
+        })?;
         Ok(Arc::new(Store {
             sm: db.open_tree("sm")?,
-            snap: db.open_tree("snap")?,
+            snap,
+            snapshots,
             wal: Wal::open(&dir.join("raft-log"), wal)?,
             db,
             progress: watch::Sender::new(Progress::default()),

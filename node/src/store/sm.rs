@@ -3,6 +3,7 @@
 //! applies and persists them. The applied log id is written in the same sled batch as the state it
 //! describes, so after a crash the two always agree and openraft re-applies exactly what is missing.
 
+use super::snapfile::{self, SnapshotWriter, StoredSnapshot};
 use super::{blocking, decode_stored, encode_stored, keys, read_err, write_err, Store, StoreError};
 use crate::domain::meta::MetaState;
 use crate::domain::moderation;
@@ -18,7 +19,6 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use stoa_proto::{ApiError, ErrorCode, Message, Seq};
@@ -75,12 +75,6 @@ fn reads_stored_content(payload: &EntryPayload<TypeConfig>) -> bool {
 struct AppliedState {
     last_applied: Option<LogId>,
     membership: StoredMembership,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
 }
 
 /// Read access to the meta directory for sessions; `changes` ticks after every applied batch.
@@ -686,22 +680,25 @@ impl Inner {
         Ok(())
     }
 
+    /// Stream the group's rows into a new snapshot file, under the write lock so the snapshot
+    /// is one consistent cut; the rows are never all in memory.
     fn build_snapshot_blocking(&self) -> Result<Snapshot, StorageError> {
-        let (rows, applied) = {
+        let (file, applied) = {
             let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut file = SnapshotWriter::create(&self.store.snapshots, self.group)?;
             for kv in self.store.sm.scan_prefix(keys::group_prefix(self.group)) {
                 let (k, v) = kv.map_err(read_err)?;
-                rows.push((k.to_vec(), v.to_vec()));
+                file.row(&k, &v)?;
             }
             (
-                rows,
+                file,
                 self.applied
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone(),
             )
         };
+        let name = file.finish()?;
         let n = self
             .snapshot_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -714,23 +711,41 @@ impl Inner {
             last_membership: applied.membership.clone(),
             snapshot_id,
         };
-        let data = encode_stored(&rows)?;
-        self.save_snapshot(&meta, &data)?;
+        let data = self.open_snapshot_file(&name)?;
+        self.save_snapshot(&meta, name)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         })
     }
 
-    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    fn open_snapshot_file(&self, name: &str) -> Result<tokio::fs::File, StorageError> {
+        let file = std::fs::File::open(self.store.snapshots.join(name)).map_err(read_err)?;
+        Ok(tokio::fs::File::from_std(file))
+    }
+
+    /// Make `file` the group's current snapshot and delete the one it replaces. sled is synced
+    /// before the old file goes, so after a crash sled never names a deleted file.
+    fn save_snapshot(&self, meta: &SnapshotMeta, file: String) -> Result<(), StorageError> {
+        let key = keys::group_prefix(self.group);
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: data.to_vec(),
+            file,
         };
-        self.store
+        let old = self
+            .store
             .snap
-            .insert(keys::group_prefix(self.group), encode_stored(&stored)?)
+            .insert(key, encode_stored(&stored)?)
             .map_err(write_err)?;
+        self.store.snap.flush().map_err(write_err)?;
+        if let Some(old) = old {
+            let old: StoredSnapshot = decode_stored(&key, &old)?;
+            if old.file != stored.file {
+                // A reader may still have it open (a transfer to a follower): unlinking leaves
+                // its data readable until closed.
+                std::fs::remove_file(self.store.snapshots.join(&old.file)).map_err(write_err)?;
+            }
+        }
         Ok(())
     }
 
@@ -738,13 +753,11 @@ impl Inner {
     /// belong to this group, or nothing is changed.
     fn install_blocking(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
         let prefix = keys::group_prefix(self.group);
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = decode_stored(&prefix, &data)?;
-        if let Some((k, _)) = rows.iter().find(|(k, _)| !k.starts_with(&prefix)) {
-            return Err(read_err(StoreError::Corrupt {
-                key: keys::describe(k),
-                reason: format!("snapshot for {} holds a key of another group", self.group),
-            }));
-        }
+        let rows = snapfile::rows(&data, self.group)?;
+        let mut file = SnapshotWriter::create(&self.store.snapshots, self.group)?;
+        file.raw(&data)?;
+        let name = file.finish()?;
+        drop(data);
         {
             let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             let mut batch = sled::Batch::default();
@@ -764,7 +777,7 @@ impl Inner {
                 encode_stored(&applied)?,
             );
             self.store.sm.apply_batch(batch).map_err(write_err)?;
-            self.save_snapshot(meta, &data)?;
+            self.save_snapshot(meta, name)?;
         }
         self.load()
     }
@@ -825,19 +838,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// An unnamed file in the snapshots directory: openraft writes the chunks it receives into
+    /// it, so a big snapshot arrives on disk, not in memory; it disappears when dropped.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let dir = self.inner.store.snapshots.clone();
+        let file = blocking(move || tempfile::tempfile_in(&dir).map_err(write_err)).await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+        // The rows are applied in one sled batch, so that a crash leaves either the old state or
+        // the new one: that batch, not the transfer, still holds the whole snapshot in memory.
+        let mut data = Vec::new();
+        let read = async {
+            snapshot.flush().await?;
+            snapshot.seek(std::io::SeekFrom::Start(0)).await?;
+            snapshot.read_to_end(&mut data).await
+        };
+        read.await.map_err(read_err)?;
         let inner = self.inner.clone();
         let meta = meta.clone();
-        let installed =
-            blocking(move || inner.install_blocking(&meta, snapshot.into_inner())).await;
+        let installed = blocking(move || inner.install_blocking(&meta, data)).await;
         if installed.is_err() {
             self.inner.store.note_failed(self.inner.group);
         }
@@ -852,8 +878,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Some(v) => {
                     let s: StoredSnapshot = decode_stored(&key, &v)?;
                     Ok(Some(Snapshot {
+                        snapshot: Box::new(inner.open_snapshot_file(&s.file)?),
                         meta: s.meta,
-                        snapshot: Box::new(Cursor::new(s.data)),
                     }))
                 }
                 None => Ok(None),

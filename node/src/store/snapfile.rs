@@ -1,0 +1,191 @@
+//! Snapshot data in files of their own (`<data_dir>/snapshots/`), never whole in memory.
+//!
+//! A shard's snapshot is every row of its state machine: its whole history. Building one streams
+//! the rows from sled into a file, and sending one to a follower reads the file in chunks, so
+//! neither holds the history in RAM. sled keeps only which file is current (`snap` tree), in a
+//! [`StoredSnapshot`].
+//!
+//! File format: records `[u32 LE length][bincode (key, value)]`, nothing else; a file is written
+//! under a temporary name, synced, then renamed, so a file with its final name is complete.
+
+use super::{decode_stored, encode_stored, read_err, write_err, StoreError};
+use crate::raft::{GroupId, SnapshotMeta, StorageError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// What sled records of a group's current snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    /// File name under the snapshots directory.
+    pub file: String,
+}
+
+/// Largest record a snapshot file may announce: a row is a key and a value of the state
+/// machine, bounded well below this by the frame and chunk limits.
+const RECORD_BYTES_MAX: usize = 64 << 20;
+
+/// Writes one snapshot file.
+pub(crate) struct SnapshotWriter {
+    dir: PathBuf,
+    name: String,
+    out: BufWriter<File>,
+}
+
+impl SnapshotWriter {
+    pub fn create(dir: &Path, group: GroupId) -> Result<SnapshotWriter, StorageError> {
+        let name = format!("g{}-{:016x}.snap", group.0, rand::random::<u64>());
+        let file = File::create(dir.join(temp_name(&name))).map_err(write_err)?;
+        Ok(SnapshotWriter {
+            dir: dir.to_path_buf(),
+            name,
+            out: BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    pub fn row(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let record = encode_stored(&(key, value))?;
+        let len = u32::try_from(record.len()).map_err(write_err)?;
+        self.out.write_all(&len.to_le_bytes()).map_err(write_err)?;
+        self.out.write_all(&record).map_err(write_err)
+    }
+
+    /// Bytes already in snapshot-file format (received from the leader and checked).
+    pub fn raw(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.out.write_all(bytes).map_err(write_err)
+    }
+
+    /// Sync the file and give it its final name; answers that name.
+    pub fn finish(self) -> Result<String, StorageError> {
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| write_err(e.into_error()))?;
+        file.sync_all().map_err(write_err)?;
+        std::fs::rename(
+            self.dir.join(temp_name(&self.name)),
+            self.dir.join(&self.name),
+        )
+        .map_err(write_err)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_err)?;
+        Ok(self.name)
+    }
+}
+
+fn temp_name(name: &str) -> String {
+    format!("{name}.tmp")
+}
+
+/// A state-machine row: key and value.
+pub(crate) type Row = (Vec<u8>, Vec<u8>);
+
+/// The rows of snapshot-file bytes, each checked to belong to `group` (the bytes may come from
+/// a peer). Any malformed record refuses the whole snapshot.
+pub(crate) fn rows(data: &[u8], group: GroupId) -> Result<Vec<Row>, StorageError> {
+    let prefix = super::keys::group_prefix(group);
+    let corrupt = |reason: String| {
+        read_err(StoreError::Corrupt {
+            key: format!("snapshot of {group}"),
+            reason,
+        })
+    };
+    let mut rows = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(corrupt("a record header is cut short".into()));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > RECORD_BYTES_MAX || len > tail.len() {
+            return Err(corrupt(format!("a record of {len} bytes does not fit")));
+        }
+        let (record, tail) = tail.split_at(len);
+        let (key, value): Row = decode_stored(&prefix, record)?;
+        if !key.starts_with(&prefix) {
+            return Err(corrupt(format!(
+                "holds a key of another group: {}",
+                super::keys::describe(&key)
+            )));
+        }
+        rows.push((key, value));
+        rest = tail;
+    }
+    Ok(rows)
+}
+
+/// Delete snapshot files that no group's current snapshot names: left by a crash between
+/// writing a new snapshot and recording it, or before deleting the one it replaced.
+pub(crate) fn sweep(dir: &Path, current: &HashSet<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !current.contains(&name) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::keys::group_prefix;
+
+    fn key(g: GroupId, k: &[u8]) -> Vec<u8> {
+        let mut v = group_prefix(g).to_vec();
+        v.extend_from_slice(k);
+        v
+    }
+
+    #[test]
+    fn rows_round_trip_and_foreign_or_cut_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = GroupId(2);
+        let mut w = SnapshotWriter::create(dir.path(), g).unwrap();
+        w.row(&key(g, b"a"), b"1").unwrap();
+        w.row(&key(g, b"b"), &[7u8; 5000]).unwrap();
+        let name = w.finish().unwrap();
+        let data = std::fs::read(dir.path().join(&name)).unwrap();
+        let read = rows(&data, g).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1], (key(g, b"b"), vec![7u8; 5000]));
+
+        assert!(rows(&data, GroupId(1)).is_err(), "rows of another group");
+        assert!(
+            rows(&data[..data.len() - 1], g).is_err(),
+            "a record cut short"
+        );
+        assert!(rows(&data[..2], g).is_err(), "a header cut short");
+        assert!(rows(&[0xff; 8], g).is_err(), "a length past the end");
+        assert!(rows(&[], g).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sweep_keeps_only_current_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = GroupId(1);
+        let keep = SnapshotWriter::create(dir.path(), g)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let stale = SnapshotWriter::create(dir.path(), g)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let mut half = SnapshotWriter::create(dir.path(), g).unwrap();
+        half.row(&key(g, b"x"), b"y").unwrap();
+        drop(half); // a crash before finish: only the temporary file exists
+        sweep(dir.path(), &HashSet::from([keep.clone()])).unwrap();
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![keep]);
+        assert_ne!(stale, left[0]);
+    }
+}
