@@ -3,8 +3,8 @@
 //! Layout:
 //! - [`domain`]: chat rules as pure functions (meta directory, room sequence and dedup).
 //! - [`raft`]: the openraft type configuration, replicated commands, and the peer network.
-//! - [`store`]: storage of every group: the Raft logs in one write-ahead log, state machines and
-//!   snapshots in sled; [`compaction`] keeps the log's disk use bounded.
+//! - [`store`]: storage of every group: the Raft logs in one write-ahead log, state machines in
+//!   sled, snapshots in files; [`compaction`] keeps the log's disk use bounded.
 //! - [`net`]: QUIC: TLS and certificates, node-to-node RPC, client sessions.
 //! - [`propose`]: committing commands (leader forwarding, retries) and per-shard post batching.
 //! - [`fanout`]: actix room actors delivering committed messages to local sessions.

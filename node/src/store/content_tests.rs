@@ -486,3 +486,47 @@ async fn snapshots_live_in_files_replace_each_other_and_install_elsewhere() {
     .await;
     assert_eq!(c.messages().await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_build_never_replaces_a_snapshot_as_new_as_its_own() {
+    use openraft::storage::RaftSnapshotBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut a = Shard::new().await;
+    let posts = (0..20)
+        .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", "m", i)]))
+        .collect();
+    a.apply(posts).await;
+    let mut built =
+        a.sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    let mut bytes = Vec::new();
+    built.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    // b installs a's snapshot; a build that finishes afterwards (here: at the same index) is not
+    // recorded, and its file is not left behind.
+    let mut b = Shard::new().await;
+    let mut receiving = b.sm.begin_receiving_snapshot().await.unwrap();
+    receiving.write_all(&bytes).await.unwrap();
+    b.sm.install_snapshot(&built.meta, receiving).await.unwrap();
+    let mut late =
+        b.sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    assert_eq!(late.meta.last_log_id, built.meta.last_log_id);
+    let current = b.sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(
+        current.meta, built.meta,
+        "the installed snapshot stays current"
+    );
+    assert_eq!(snapshot_files(&b).len(), 1);
+    // The build's own snapshot is still readable by whoever holds it.
+    let mut late_bytes = Vec::new();
+    late.snapshot.read_to_end(&mut late_bytes).await.unwrap();
+    assert_eq!(late_bytes, bytes);
+}

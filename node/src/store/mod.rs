@@ -2,9 +2,10 @@
 //!
 //! - The Raft logs and votes of all groups: one write-ahead log ([`wal`], under `raft-log/`). An
 //!   append counts once the WAL's writer has synced it; all groups share its syncs.
-//! - The state machines and snapshots: one sled database (under `db/`), two trees shared by all
-//!   groups, every key starting with the group id (see [`keys`]): `sm` (applied state, messages,
-//!   room heads, dedup records, the meta directory, files) and `snap` (the current snapshot).
+//! - The state machines: one sled database (under `db/`), two trees shared by all groups, every
+//!   key starting with the group id (see [`keys`]): `sm` (applied state, messages, room heads,
+//!   dedup records, the meta directory, files) and `snap` (which file holds the group's current
+//!   snapshot). Snapshot data: files under `snapshots/` ([`snapfile`]).
 //!   sled is not synced per write: what it loses in a crash is re-applied from the log, and it is
 //!   synced before the log forgets anything (purge). Every sled call runs on the blocking pool,
 //!   never on an async worker thread.

@@ -279,6 +279,9 @@ struct Inner {
     applied: Mutex<AppliedState>,
     /// Held while applying and while scanning for a snapshot, so a snapshot is one consistent cut.
     write_lock: Mutex<()>,
+    /// Held while the current snapshot's record changes, and while it is read and its file
+    /// opened, so a reader never finds a file that was just deleted.
+    snap_lock: Mutex<()>,
     snapshot_seq: std::sync::atomic::AtomicU64,
 }
 
@@ -332,6 +335,7 @@ impl StateMachine {
             kind,
             applied: Default::default(),
             write_lock: Mutex::new(()),
+            snap_lock: Mutex::new(()),
             snapshot_seq: Default::default(),
         });
         let i = inner.clone();
@@ -712,7 +716,7 @@ impl Inner {
             snapshot_id,
         };
         let data = self.open_snapshot_file(&name)?;
-        self.save_snapshot(&meta, name)?;
+        self.record_snapshot(&meta, name, None)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(data),
@@ -724,27 +728,55 @@ impl Inner {
         Ok(tokio::fs::File::from_std(file))
     }
 
-    /// Make `file` the group's current snapshot and delete the one it replaces. sled is synced
-    /// before the old file goes, so after a crash sled never names a deleted file.
-    fn save_snapshot(&self, meta: &SnapshotMeta, file: String) -> Result<(), StorageError> {
+    /// Make `file` the group's current snapshot and delete the file it replaces. With `state`
+    /// (an install), the group's new rows are written in the same sled transaction as the
+    /// record, so a crash never leaves the new state under an older snapshot. A build never
+    /// replaces a snapshot as new as its own: an install may have finished while it wrote its
+    /// file, and recording the older build would make this node serve a snapshot older than
+    /// the log it purged. sled is synced before the old file goes, so after a crash sled never
+    /// names a deleted file.
+    fn record_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        file: String,
+        state: Option<sled::Batch>,
+    ) -> Result<(), StorageError> {
+        let _snap = self.snap_lock.lock().unwrap_or_else(|e| e.into_inner());
         let key = keys::group_prefix(self.group);
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            file,
+        let current: Option<StoredSnapshot> = match self.store.snap.get(key).map_err(read_err)? {
+            Some(v) => Some(decode_stored(&key, &v)?),
+            None => None,
         };
-        let old = self
-            .store
-            .snap
-            .insert(key, encode_stored(&stored)?)
-            .map_err(write_err)?;
-        self.store.snap.flush().map_err(write_err)?;
-        if let Some(old) = old {
-            let old: StoredSnapshot = decode_stored(&key, &old)?;
-            if old.file != stored.file {
-                // A reader may still have it open (a transfer to a follower): unlinking leaves
-                // its data readable until closed.
-                std::fs::remove_file(self.store.snapshots.join(&old.file)).map_err(write_err)?;
+        if let (None, Some(c)) = (&state, &current) {
+            if c.meta.last_log_id >= meta.last_log_id {
+                std::fs::remove_file(self.store.snapshots.join(&file)).map_err(write_err)?;
+                return Ok(());
             }
+        }
+        let stored = encode_stored(&StoredSnapshot {
+            meta: meta.clone(),
+            file: file.clone(),
+        })?;
+        match state {
+            None => {
+                self.store.snap.insert(key, stored).map_err(write_err)?;
+            }
+            Some(batch) => {
+                use sled::Transactional;
+                (&self.store.sm, &self.store.snap)
+                    .transaction(|(sm, snap)| {
+                        sm.apply_batch(&batch)?;
+                        snap.insert(&key[..], stored.as_slice())?;
+                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| write_err(std::io::Error::other(format!("{e:?}"))))?;
+            }
+        }
+        self.store.snap.flush().map_err(write_err)?;
+        if let Some(c) = current.filter(|c| c.file != file) {
+            // A reader may still have it open (a transfer to a follower): unlinking leaves its
+            // data readable until closed.
+            std::fs::remove_file(self.store.snapshots.join(&c.file)).map_err(write_err)?;
         }
         Ok(())
     }
@@ -776,10 +808,11 @@ impl Inner {
                 keys::sm_tag(self.group, keys::APPLIED),
                 encode_stored(&applied)?,
             );
-            self.store.sm.apply_batch(batch).map_err(write_err)?;
-            self.save_snapshot(meta, name)?;
+            self.record_snapshot(meta, name, Some(batch))?;
+            // Still under the write lock: a snapshot build waiting for it must see the new
+            // rows together with the new applied state.
+            self.load()
         }
-        self.load()
     }
 }
 
@@ -852,8 +885,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-        // The rows are applied in one sled batch, so that a crash leaves either the old state or
-        // the new one: that batch, not the transfer, still holds the whole snapshot in memory.
+        // The rows replace the group's state in one sled transaction, so that a crash leaves
+        // either the old state or the new one: installing (not the transfer) still holds the
+        // snapshot in memory, about twice over at its peak (the bytes and the decoded rows).
         let mut data = Vec::new();
         let read = async {
             snapshot.flush().await?;
@@ -874,6 +908,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let inner = self.inner.clone();
         blocking(move || {
             let key = keys::group_prefix(inner.group);
+            let _snap = inner.snap_lock.lock().unwrap_or_else(|e| e.into_inner());
             match inner.store.snap.get(key).map_err(read_err)? {
                 Some(v) => {
                     let s: StoredSnapshot = decode_stored(&key, &v)?;

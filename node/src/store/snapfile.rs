@@ -24,9 +24,10 @@ pub(crate) struct StoredSnapshot {
     pub file: String,
 }
 
-/// Largest record a snapshot file may announce: a row is a key and a value of the state
-/// machine, bounded well below this by the frame and chunk limits.
-const RECORD_BYTES_MAX: usize = 64 << 20;
+/// Largest record a snapshot file may announce; the decoder's own 16 MiB allocation limit
+/// refuses a bigger one anyway. A row is a key and a value of the state machine: a message, a
+/// file chunk (256 KiB) or the directory.
+const RECORD_BYTES_MAX: usize = stoa_proto::limits::FRAME_BYTES_MAX;
 
 /// Writes one snapshot file.
 pub(crate) struct SnapshotWriter {
@@ -124,7 +125,7 @@ pub(crate) fn sweep(dir: &Path, current: &HashSet<String>) -> std::io::Result<()
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !current.contains(&name) {
+        if entry.file_type()?.is_file() && !current.contains(&name) {
             std::fs::remove_file(entry.path())?;
         }
     }
