@@ -416,6 +416,21 @@ struct Sub {
     sent: Seq,
 }
 
+impl Sub {
+    /// Queue a frame (a message's, when `seq` is given) without waiting; `false` when the queue
+    /// is full and the subscriber must be cut from live delivery.
+    fn offer(&mut self, seq: Option<Seq>, frame: Bytes, delivered: &Counter) -> bool {
+        if self.sub.tx.try_send(frame).is_err() {
+            return false;
+        }
+        if let Some(seq) = seq {
+            self.sent = seq;
+            delivered.inc();
+        }
+        true
+    }
+}
+
 pub struct RoomActor {
     room_id: u64,
     room: String,
@@ -527,20 +542,18 @@ impl RoomActor {
         let Some(s) = self.subs.get_mut(&id) else {
             return false;
         };
-        match s.sub.tx.try_send(frame) {
-            Ok(()) => {
-                if let Some(seq) = seq {
-                    s.sent = seq;
-                    self.delivered.inc();
-                }
-                true
-            }
-            Err(_) => {
-                tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "slow subscriber cut from live delivery");
-                s.sub.lagged.mark(&self.room, s.sent);
-                self.remove_sub(id);
-                false
-            }
+        if s.offer(seq, frame, &self.delivered) {
+            return true;
+        }
+        self.cut_lagged(id);
+        false
+    }
+
+    /// Cut a subscriber from live delivery and tell its session where it stopped.
+    fn cut_lagged(&mut self, id: u64) {
+        if let Some(s) = self.remove_sub(id) {
+            tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "slow subscriber cut from live delivery");
+            s.sub.lagged.mark(&self.room, s.sent);
         }
     }
 
@@ -583,18 +596,11 @@ impl RoomActor {
         let mut cut = Vec::new();
         for (&id, s) in &mut self.subs {
             match &mut s.state {
-                SubState::Live => match s.sub.tx.try_send(frame.clone()) {
-                    Ok(()) => {
-                        if let Some(seq) = seq {
-                            s.sent = seq;
-                            self.delivered.inc();
-                        }
-                    }
-                    Err(_) => {
-                        tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "slow subscriber cut from live delivery");
+                SubState::Live => {
+                    if !s.offer(seq, frame.clone(), &self.delivered) {
                         cut.push(id);
                     }
-                },
+                }
                 SubState::CatchingUp { held, .. } => {
                     if held.len() >= held_max {
                         cut.push(id);
@@ -605,9 +611,7 @@ impl RoomActor {
             }
         }
         for id in cut {
-            if let Some(s) = self.remove_sub(id) {
-                s.sub.lagged.mark(&self.room, s.sent);
-            }
+            self.cut_lagged(id);
         }
     }
 

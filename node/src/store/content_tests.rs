@@ -4,7 +4,7 @@
 use super::sm::{Applied, ShardView, StateMachine};
 use super::Store;
 use crate::domain::shard::{FileChunk, ProposedPost};
-use crate::raft::{Command, CommandResult, Entry, GroupId, LogId, Moderate};
+use crate::raft::{Command, CommandResult, Entry, GroupId, LogId, Moderate, SnapshotMeta};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
 use std::sync::Arc;
@@ -394,139 +394,110 @@ async fn one_moderation_entry_changes_a_bounded_number_of_messages_and_rounds_fi
     assert_eq!(r[0], CommandResult::Moderated(Ok(MODERATED_PER_ENTRY_MAX)));
 }
 
-fn snapshot_files(shard: &Shard) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(&shard.store.snapshots)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+impl Shard {
+    fn snapshot_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.store.snapshots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Build a snapshot; answers its meta and its bytes, read from the file it is served from.
+    async fn build_snapshot(&mut self) -> (SnapshotMeta, Vec<u8>) {
+        use openraft::storage::RaftSnapshotBuilder;
+        use tokio::io::AsyncReadExt;
+        let mut s = self.sm.get_snapshot_builder().await;
+        let mut built = s.build_snapshot().await.unwrap();
+        let mut bytes = Vec::new();
+        built.snapshot.read_to_end(&mut bytes).await.unwrap();
+        (built.meta, bytes)
+    }
+
+    /// Receive `bytes` as openraft does (into the file it is given) and install them.
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut receiving = self.sm.begin_receiving_snapshot().await.unwrap();
+        receiving.write_all(bytes).await.unwrap();
+        self.sm.install_snapshot(meta, receiving).await.unwrap();
+    }
+}
+
+fn one_post(cid: &str, author: &str, text: &str, ts_ms: u64) -> Vec<Command> {
+    vec![Command::Posts(vec![post(cid, author, text, ts_ms)])]
 }
 
 #[tokio::test]
 async fn snapshots_live_in_files_replace_each_other_and_install_elsewhere() {
-    use openraft::storage::RaftSnapshotBuilder;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
     let mut a = Shard::new().await;
     let posts = (0..40)
         .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", &format!("m{i}"), i)]))
         .collect();
     a.apply(posts).await;
-    let first =
-        a.sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
-    assert_eq!(snapshot_files(&a).len(), 1);
-    a.apply(vec![Command::Posts(vec![post("late", "bob", "after", 99)])])
-        .await;
-    let second =
-        a.sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
-    let files = snapshot_files(&a);
+    let (first, _) = a.build_snapshot().await;
+    assert_eq!(a.snapshot_files().len(), 1);
+    a.apply(one_post("late", "bob", "after", 99)).await;
+    let (second, _) = a.build_snapshot().await;
+    let files = a.snapshot_files();
     assert_eq!(
         files.len(),
         1,
         "the older snapshot's file is deleted: {files:?}"
     );
-    assert_ne!(first.meta.snapshot_id, second.meta.snapshot_id);
+    assert_ne!(first.snapshot_id, second.snapshot_id);
 
     // What a leader sends: the current snapshot, read from its file.
     let mut current = a.sm.get_current_snapshot().await.unwrap().unwrap();
-    assert_eq!(current.meta, second.meta);
+    assert_eq!(current.meta, second);
     let mut bytes = Vec::new();
     current.snapshot.read_to_end(&mut bytes).await.unwrap();
 
     // A follower receives it into a file of its own and installs it.
     let mut b = Shard::new().await;
-    b.apply(vec![Command::Posts(vec![post(
-        "x",
-        "zed",
-        "replaced by the snapshot",
-        1,
-    )])])
-    .await;
-    let mut receiving = b.sm.begin_receiving_snapshot().await.unwrap();
-    receiving.write_all(&bytes).await.unwrap();
-    b.sm.install_snapshot(&current.meta, receiving)
-        .await
-        .unwrap();
+    b.apply(one_post("x", "zed", "replaced by the snapshot", 1))
+        .await;
+    b.install_snapshot(&second, &bytes).await;
     assert_eq!(b.messages().await, a.messages().await);
     assert_eq!(b.messages().await.len(), 41);
-    assert_eq!(snapshot_files(&b).len(), 1);
+    assert_eq!(b.snapshot_files().len(), 1);
     let (applied, _) = b.sm.applied_state().await.unwrap();
-    assert_eq!(applied, current.meta.last_log_id);
+    assert_eq!(applied, second.last_log_id);
 
     // A snapshot holding another group's rows is refused and changes nothing.
     let mut c = Shard::new().await;
-    let foreign = {
-        let mut f = b.sm.begin_receiving_snapshot().await.unwrap();
-        f.write_all(&bytes).await.unwrap();
-        f
-    };
-    let (other, _) = StateMachine::open_shard(c.store.clone(), GroupId(2), None)
+    let (mut other, _) = StateMachine::open_shard(c.store.clone(), GroupId(2), None)
         .await
         .unwrap();
-    let mut other = other;
-    assert!(other
-        .install_snapshot(&current.meta, foreign)
+    let mut foreign = other.begin_receiving_snapshot().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut foreign, &bytes)
         .await
-        .is_err());
-    c.apply(vec![Command::Posts(vec![post(
-        "y",
-        "ann",
-        "still here",
-        2,
-    )])])
-    .await;
+        .unwrap();
+    assert!(other.install_snapshot(&second, foreign).await.is_err());
+    c.apply(one_post("y", "ann", "still here", 2)).await;
     assert_eq!(c.messages().await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_build_never_replaces_a_snapshot_as_new_as_its_own() {
-    use openraft::storage::RaftSnapshotBuilder;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let mut a = Shard::new().await;
     let posts = (0..20)
         .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", "m", i)]))
         .collect();
     a.apply(posts).await;
-    let mut built =
-        a.sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
-    let mut bytes = Vec::new();
-    built.snapshot.read_to_end(&mut bytes).await.unwrap();
+    let (built, bytes) = a.build_snapshot().await;
 
     // b installs a's snapshot; a build that finishes afterwards (here: at the same index) is not
     // recorded, and its file is not left behind.
     let mut b = Shard::new().await;
-    let mut receiving = b.sm.begin_receiving_snapshot().await.unwrap();
-    receiving.write_all(&bytes).await.unwrap();
-    b.sm.install_snapshot(&built.meta, receiving).await.unwrap();
-    let mut late =
-        b.sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
-    assert_eq!(late.meta.last_log_id, built.meta.last_log_id);
+    b.install_snapshot(&built, &bytes).await;
+    let (late, late_bytes) = b.build_snapshot().await;
+    assert_eq!(late.last_log_id, built.last_log_id);
     let current = b.sm.get_current_snapshot().await.unwrap().unwrap();
-    assert_eq!(
-        current.meta, built.meta,
-        "the installed snapshot stays current"
-    );
-    assert_eq!(snapshot_files(&b).len(), 1);
+    assert_eq!(current.meta, built, "the installed snapshot stays current");
+    assert_eq!(b.snapshot_files().len(), 1);
     // The build's own snapshot is still readable by whoever holds it.
-    let mut late_bytes = Vec::new();
-    late.snapshot.read_to_end(&mut late_bytes).await.unwrap();
     assert_eq!(late_bytes, bytes);
 }

@@ -118,24 +118,8 @@ impl Store {
         }
         let snap = db.open_tree("snap")?;
         let snapshots = dir.join("snapshots");
-        std::fs::create_dir_all(&snapshots).map_err(|e| StoreError::Files {
-            path: snapshots.display().to_string(),
-            source: e,
-        })?;
-        let mut current = std::collections::HashSet::new();
-        for kv in snap.iter() {
-            let (k, v) = kv?;
-            let stored: snapfile::StoredSnapshot =
-                stoa_proto::decode(&v).map_err(|e| StoreError::Corrupt {
-                    key: keys::describe(&k),
-                    reason: e.to_string(),
-                })?;
-            current.insert(stored.file);
-        }
-        snapfile::sweep(&snapshots, &current).map_err(|e| StoreError::Files {
-            path: snapshots.display().to_string(),
-            source: e,
-        })?;
+        std::fs::create_dir_all(&snapshots).map_err(|e| snapfile::files_err(&snapshots, e))?;
+        snapfile::sweep(&snapshots, &snap)?;
         Ok(Arc::new(Store {
             sm: db.open_tree("sm")?,
             snap,

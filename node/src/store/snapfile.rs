@@ -119,17 +119,41 @@ pub(crate) fn rows(data: &[u8], group: GroupId) -> Result<Vec<Row>, StorageError
     Ok(rows)
 }
 
-/// Delete snapshot files that no group's current snapshot names: left by a crash between
-/// writing a new snapshot and recording it, or before deleting the one it replaced.
-pub(crate) fn sweep(dir: &Path, current: &HashSet<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_file() && !current.contains(&name) {
-            std::fs::remove_file(entry.path())?;
+/// Delete snapshot files that no group's current snapshot (in sled's `snap` tree) names: left
+/// by a crash between writing a new snapshot and recording it, or before deleting the one it
+/// replaced. Runs when the store opens, before any group can build or install.
+pub(crate) fn sweep(dir: &Path, snap: &sled::Tree) -> Result<(), StoreError> {
+    let mut current = HashSet::new();
+    for kv in snap.iter() {
+        let (k, v) = kv?;
+        let stored: StoredSnapshot = stoa_proto::decode(&v).map_err(|e| StoreError::Corrupt {
+            key: super::keys::describe(&k),
+            reason: e.to_string(),
+        })?;
+        current.insert(stored.file);
+    }
+    let unnamed = || -> std::io::Result<Vec<PathBuf>> {
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type()?.is_file() && !current.contains(&name) {
+                paths.push(entry.path());
+            }
         }
+        Ok(paths)
+    };
+    for path in unnamed().map_err(|e| files_err(dir, e))? {
+        std::fs::remove_file(&path).map_err(|e| files_err(dir, e))?;
     }
     Ok(())
+}
+
+pub(crate) fn files_err(dir: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Files {
+        path: dir.display().to_string(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -167,26 +191,32 @@ mod tests {
     }
 
     #[test]
-    fn sweep_keeps_only_current_files() {
+    fn sweep_keeps_only_the_files_sled_names() {
         let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("snapshots");
+        std::fs::create_dir(&files).unwrap();
         let g = GroupId(1);
-        let keep = SnapshotWriter::create(dir.path(), g)
-            .unwrap()
-            .finish()
-            .unwrap();
-        let stale = SnapshotWriter::create(dir.path(), g)
-            .unwrap()
-            .finish()
-            .unwrap();
-        let mut half = SnapshotWriter::create(dir.path(), g).unwrap();
+        let keep = SnapshotWriter::create(&files, g).unwrap().finish().unwrap();
+        let _stale = SnapshotWriter::create(&files, g).unwrap().finish().unwrap();
+        let mut half = SnapshotWriter::create(&files, g).unwrap();
         half.row(&key(g, b"x"), b"y").unwrap();
         drop(half); // a crash before finish: only the temporary file exists
-        sweep(dir.path(), &HashSet::from([keep.clone()])).unwrap();
-        let left: Vec<String> = std::fs::read_dir(dir.path())
+        std::fs::create_dir(files.join("not-a-snapshot")).unwrap();
+
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let snap = db.open_tree("snap").unwrap();
+        let record = StoredSnapshot {
+            meta: SnapshotMeta::default(),
+            file: keep.clone(),
+        };
+        snap.insert(group_prefix(g), encode_stored(&record).unwrap())
+            .unwrap();
+        sweep(&files, &snap).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&files)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left, vec![keep]);
-        assert_ne!(stale, left[0]);
+        left.sort();
+        assert_eq!(left, vec![keep, "not-a-snapshot".to_string()]);
     }
 }
