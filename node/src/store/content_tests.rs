@@ -478,6 +478,68 @@ async fn snapshots_live_in_files_replace_each_other_and_install_elsewhere() {
     assert!(other.install_snapshot(&second, foreign).await.is_err());
     c.apply(one_post("y", "ann", "still here", 2)).await;
     assert_eq!(c.messages().await.len(), 1);
+    assert!(
+        c.snapshot_files().is_empty(),
+        "no copy of the refused snapshot is left"
+    );
+}
+
+#[tokio::test]
+async fn an_install_a_crash_interrupted_is_finished_when_the_shard_opens() {
+    use super::snapfile::{Rows, SnapshotWriter, StoredSnapshot};
+    let g = GroupId(1);
+    let mut a = Shard::new().await;
+    let posts = (0..30)
+        .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", &format!("m{i}"), i)]))
+        .collect();
+    a.apply(posts).await;
+    let (meta, bytes) = a.build_snapshot().await;
+
+    // b crashed installing it: the received rows were copied to a file of its own and the
+    // install recorded, then only some of b's rows were replaced.
+    let mut b = Shard::new().await;
+    b.apply(one_post("x", "zed", "replaced by the snapshot", 1))
+        .await;
+    b.apply(one_post("y", "zed", "also replaced", 2)).await;
+    let mut copy = SnapshotWriter::create(&b.store.snapshots, g).unwrap();
+    let mut rows = Rows::new(&bytes[..], g);
+    let mut n = 0;
+    while let Some((k, v)) = rows.next_row().unwrap() {
+        copy.row(&k, &v).unwrap();
+        if n < 5 {
+            b.store.sm.insert(k, v).unwrap();
+        }
+        n += 1;
+    }
+    let install = StoredSnapshot {
+        meta: meta.clone(),
+        file: copy.finish().unwrap(),
+    };
+    let marker = super::keys::install_marker(g);
+    b.store
+        .snap
+        .insert(&marker, super::encode_stored(&install).unwrap())
+        .unwrap();
+
+    let (mut reopened, view) = StateMachine::open_shard(b.store.clone(), g, None)
+        .await
+        .unwrap();
+    let read = view
+        .read(ROOM, "r".into(), Seq::ZERO, Seq(u64::MAX), 100, false)
+        .await
+        .unwrap();
+    assert_eq!(read, a.messages().await);
+    assert_eq!(read.len(), 30);
+    let (applied, _) = reopened.applied_state().await.unwrap();
+    assert_eq!(applied, meta.last_log_id);
+    let current = reopened.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, meta);
+    assert_eq!(current.meta.snapshot_id, meta.snapshot_id);
+    assert!(
+        b.store.snap.get(&marker).unwrap().is_none(),
+        "the install is over"
+    );
+    assert_eq!(b.snapshot_files(), vec![install.file]);
 }
 
 #[tokio::test]

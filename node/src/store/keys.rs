@@ -21,6 +21,14 @@ pub const FILE_CHUNK: u8 = 7;
 /// The meta index of the last directory change that may have revoked rights (shards).
 pub const FENCE: u8 = 8;
 
+/// `snap` tree: a group's current snapshot is under its prefix alone; a snapshot being installed
+/// (whose rows may be half written) under this key.
+pub fn install_marker(g: GroupId) -> Vec<u8> {
+    let mut k = group_prefix(g).to_vec();
+    k.push(b'i');
+    k
+}
+
 pub fn sm_tag(g: GroupId, tag: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);
     k.extend_from_slice(&group_prefix(g));

@@ -28,6 +28,10 @@ use tokio::sync::{mpsc, watch};
 /// list; a command that reaches it is proposed again until it changes fewer. Deterministic: every
 /// replica stops at the same message.
 pub const MODERATED_PER_ENTRY_MAX: u64 = 10_000;
+/// Rows one sled batch of a snapshot install removes, and bytes of rows it writes, at most: an
+/// install of any size holds about one batch in memory.
+const INSTALL_BATCH_ROWS: usize = 10_000;
+const INSTALL_BATCH_BYTES: usize = 8 << 20;
 
 /// What a shard applied, in log order, for live fan-out and the search index.
 #[derive(Debug, Clone)]
@@ -132,6 +136,9 @@ pub struct ShardView {
     heads: Arc<RwLock<HashMap<u64, RoomHead>>>,
     /// See `Command::Fence`.
     fence: Arc<AtomicU64>,
+    /// Held for writing while a snapshot install replaces the shard's rows; readers of rows hold
+    /// it for reading, so none sees a half-replaced shard.
+    installing: Arc<RwLock<()>>,
 }
 
 impl ShardView {
@@ -164,7 +171,9 @@ impl ShardView {
     ) -> Result<Vec<Message>, StorageError> {
         let store = self.store.clone();
         let group = self.group;
+        let installing = self.installing.clone();
         blocking(move || {
+            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
             if before.0 <= after.0.saturating_add(1) {
                 return Ok(Vec::new());
             }
@@ -206,7 +215,9 @@ impl ShardView {
     ) -> Result<Option<(FileRecord, Message)>, StorageError> {
         let store = self.store.clone();
         let group = self.group;
+        let installing = self.installing.clone();
         blocking(move || {
+            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
             let key = keys::file(group, room_id, &file_id);
             let Some(v) = store.sm.get(&key).map_err(read_err)? else {
                 return Ok(None);
@@ -233,7 +244,9 @@ impl ShardView {
     ) -> Result<Vec<u8>, StorageError> {
         let store = self.store.clone();
         let group = self.group;
+        let installing = self.installing.clone();
         blocking(move || {
+            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
             let mut out = Vec::with_capacity(limit.min(1 << 20));
             // Chunks have a fixed size, so the page starts in chunk offset / size.
             let chunk = crate::net::session::STORED_CHUNK_BYTES as u64;
@@ -311,6 +324,7 @@ impl StateMachine {
             group,
             heads: Default::default(),
             fence: Default::default(),
+            installing: Default::default(),
         };
         let sm = Self::open(
             store,
@@ -339,12 +353,26 @@ impl StateMachine {
             snapshot_seq: Default::default(),
         });
         let i = inner.clone();
-        blocking(move || i.load()).await?;
+        blocking(move || i.resume_install_or_load()).await?;
         Ok(StateMachine { inner })
     }
 }
 
 impl Inner {
+    /// Finish an install a crash interrupted (its rows may be half replaced), or just load.
+    fn resume_install_or_load(&self) -> Result<(), StorageError> {
+        let marker = keys::install_marker(self.group);
+        match self.store.snap.get(&marker).map_err(read_err)? {
+            Some(v) => {
+                let install: StoredSnapshot = decode_stored(&marker, &v)?;
+                tracing::warn!(group = %self.group, snapshot = %install.meta.snapshot_id,
+                    "finishing a snapshot install that was interrupted");
+                self.finish_install(install)
+            }
+            None => self.load(),
+        }
+    }
+
     /// Load the in-memory parts (applied state, directory, room heads) from sled.
     fn load(&self) -> Result<(), StorageError> {
         let applied_key = keys::sm_tag(self.group, keys::APPLIED);
@@ -729,8 +757,8 @@ impl Inner {
     }
 
     /// Make `file` the group's current snapshot and delete the file it replaces. With `state`
-    /// (an install), the group's new rows are written in the same sled transaction as the
-    /// record, so a crash never leaves the new state under an older snapshot. A build never
+    /// (the end of an install: the applied state), `state` and the end of the install are
+    /// written in the same sled transaction as the record. A build never
     /// replaces a snapshot as new as its own: an install may have finished while it wrote its
     /// file, and recording the older build would make this node serve a snapshot older than
     /// the log it purged. sled is synced before the old file goes, so after a crash sled never
@@ -743,6 +771,7 @@ impl Inner {
     ) -> Result<(), StorageError> {
         let _snap = self.snap_lock.lock().unwrap_or_else(|e| e.into_inner());
         let key = keys::group_prefix(self.group);
+        let marker = keys::install_marker(self.group);
         let current: Option<StoredSnapshot> = match self.store.snap.get(key).map_err(read_err)? {
             Some(v) => Some(decode_stored(&key, &v)?),
             None => None,
@@ -767,6 +796,7 @@ impl Inner {
                     .transaction(|(sm, snap)| {
                         sm.apply_batch(&batch)?;
                         snap.insert(&key[..], stored.as_slice())?;
+                        snap.remove(marker.as_slice())?;
                         Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
                     })
                     .map_err(|e| write_err(std::io::Error::other(format!("{e:?}"))))?;
@@ -781,38 +811,82 @@ impl Inner {
         Ok(())
     }
 
-    /// Replace this group's state with a snapshot's rows. The rows come from a peer: every key must
-    /// belong to this group, or nothing is changed.
-    fn install_blocking(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
-        let prefix = keys::group_prefix(self.group);
-        let rows = snapfile::rows(&data, self.group)?;
+    /// Replace this group's state with a received snapshot's rows, never holding them all in
+    /// memory. The rows come from a peer: every record is checked, while copying them into a
+    /// file of our own, before anything changes. Then sled records an install in progress
+    /// (synced), and [`Inner::finish_install`] replaces the rows; a crash in between is redone
+    /// when the group opens.
+    fn install_blocking(
+        &self,
+        meta: &SnapshotMeta,
+        received: std::fs::File,
+    ) -> Result<(), StorageError> {
+        let mut rows = snapfile::Rows::new(std::io::BufReader::new(received), self.group);
         let mut file = SnapshotWriter::create(&self.store.snapshots, self.group)?;
-        file.raw(&data)?;
-        let name = file.finish()?;
-        drop(data);
-        {
-            let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((k, v)) = rows.next_row()? {
+            file.row(&k, &v)?;
+        }
+        let install = StoredSnapshot {
+            meta: meta.clone(),
+            file: file.finish()?,
+        };
+        let marker = keys::install_marker(self.group);
+        self.store
+            .snap
+            .insert(&marker, encode_stored(&install)?)
+            .map_err(write_err)?;
+        self.store.snap.flush().map_err(write_err)?;
+        self.finish_install(install)
+    }
+
+    /// Replace the group's rows with those of `install`'s file, in sled batches of bounded size,
+    /// then record the snapshot, the applied state and the end of the install in one
+    /// transaction. Idempotent, so an install a crash interrupted is simply run again. Readers
+    /// of the group's rows wait meanwhile: they would see a mix of old and new.
+    fn finish_install(&self, install: StoredSnapshot) -> Result<(), StorageError> {
+        let _readers = self
+            .shard_view()
+            .map(|v| v.installing.write().unwrap_or_else(|e| e.into_inner()));
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let prefix = keys::group_prefix(self.group);
+        loop {
             let mut batch = sled::Batch::default();
-            for kv in self.store.sm.scan_prefix(prefix) {
+            let mut n = 0;
+            for kv in self.store.sm.scan_prefix(prefix).take(INSTALL_BATCH_ROWS) {
                 let (k, _) = kv.map_err(read_err)?;
                 batch.remove(k);
+                n += 1;
             }
-            for (k, v) in rows {
-                batch.insert(k, v);
+            if n == 0 {
+                break;
             }
-            let applied = AppliedState {
-                last_applied: meta.last_log_id,
-                membership: meta.last_membership.clone(),
-            };
-            batch.insert(
-                keys::sm_tag(self.group, keys::APPLIED),
-                encode_stored(&applied)?,
-            );
-            self.record_snapshot(meta, name, Some(batch))?;
-            // Still under the write lock: a snapshot build waiting for it must see the new
-            // rows together with the new applied state.
-            self.load()
+            self.store.sm.apply_batch(batch).map_err(write_err)?;
         }
+        let path = self.store.snapshots.join(&install.file);
+        let file = std::fs::File::open(&path).map_err(read_err)?;
+        let mut rows = snapfile::Rows::new(std::io::BufReader::new(file), self.group);
+        let (mut batch, mut bytes) = (sled::Batch::default(), 0);
+        while let Some((k, v)) = rows.next_row()? {
+            bytes += k.len() + v.len();
+            batch.insert(k, v);
+            if bytes >= INSTALL_BATCH_BYTES {
+                let full = std::mem::take(&mut batch);
+                self.store.sm.apply_batch(full).map_err(write_err)?;
+                bytes = 0;
+            }
+        }
+        let applied = AppliedState {
+            last_applied: install.meta.last_log_id,
+            membership: install.meta.last_membership.clone(),
+        };
+        batch.insert(
+            keys::sm_tag(self.group, keys::APPLIED),
+            encode_stored(&applied)?,
+        );
+        self.record_snapshot(&install.meta, install.file, Some(batch))?;
+        // Still under the write lock: a snapshot build waiting for it must see the new rows
+        // together with the new applied state.
+        self.load()
     }
 }
 
@@ -884,20 +958,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-        // The rows replace the group's state in one sled transaction, so that a crash leaves
-        // either the old state or the new one: installing (not the transfer) still holds the
-        // snapshot in memory, about twice over at its peak (the bytes and the decoded rows).
-        let mut data = Vec::new();
-        let read = async {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let rewind = async {
             snapshot.flush().await?;
             snapshot.seek(std::io::SeekFrom::Start(0)).await?;
-            snapshot.read_to_end(&mut data).await
+            std::io::Result::Ok(())
         };
-        read.await.map_err(read_err)?;
+        rewind.await.map_err(read_err)?;
+        let received = snapshot.into_std().await;
         let inner = self.inner.clone();
         let meta = meta.clone();
-        let installed = blocking(move || inner.install_blocking(&meta, data)).await;
+        let installed = blocking(move || inner.install_blocking(&meta, received)).await;
         if installed.is_err() {
             self.inner.store.note_failed(self.inner.group);
         }

@@ -1,9 +1,10 @@
 //! Snapshot data in files of their own (`<data_dir>/snapshots/`), never whole in memory.
 //!
 //! A shard's snapshot is every row of its state machine: its whole history. Building one streams
-//! the rows from sled into a file, and sending one to a follower reads the file in chunks, so
-//! neither holds the history in RAM. sled keeps only which file is current (`snap` tree), in a
-//! [`StoredSnapshot`].
+//! the rows from sled into a file, sending one to a follower reads the file in chunks, and
+//! installing one streams the rows back into sled in bounded batches, so none of them holds the
+//! history in RAM. sled keeps only which file is current (`snap` tree), in a [`StoredSnapshot`],
+//! and which file an unfinished install is writing from (`keys::install_marker`).
 //!
 //! File format: records `[u32 LE length][bincode (key, value)]`, nothing else; a file is written
 //! under a temporary name, synced, then renamed, so a file with its final name is complete.
@@ -13,7 +14,7 @@ use crate::raft::{GroupId, SnapshotMeta, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// What sled records of a group's current snapshot.
@@ -30,10 +31,12 @@ pub(crate) struct StoredSnapshot {
 const RECORD_BYTES_MAX: usize = stoa_proto::limits::FRAME_BYTES_MAX;
 
 /// Writes one snapshot file.
+/// A writer dropped before [`SnapshotWriter::finish`] deletes its temporary file.
 pub(crate) struct SnapshotWriter {
     dir: PathBuf,
     name: String,
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
+    renamed: bool,
 }
 
 impl SnapshotWriter {
@@ -43,26 +46,25 @@ impl SnapshotWriter {
         Ok(SnapshotWriter {
             dir: dir.to_path_buf(),
             name,
-            out: BufWriter::with_capacity(1 << 20, file),
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            renamed: false,
         })
     }
 
     pub fn row(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         let record = encode_stored(&(key, value))?;
         let len = u32::try_from(record.len()).map_err(write_err)?;
-        self.out.write_all(&len.to_le_bytes()).map_err(write_err)?;
-        self.out.write_all(&record).map_err(write_err)
-    }
-
-    /// Bytes already in snapshot-file format (received from the leader and checked).
-    pub fn raw(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.out.write_all(bytes).map_err(write_err)
+        let out = self.out.as_mut().expect("only finish() takes the file");
+        out.write_all(&len.to_le_bytes()).map_err(write_err)?;
+        out.write_all(&record).map_err(write_err)
     }
 
     /// Sync the file and give it its final name; answers that name.
-    pub fn finish(self) -> Result<String, StorageError> {
+    pub fn finish(mut self) -> Result<String, StorageError> {
         let file = self
             .out
+            .take()
+            .expect("only finish() takes the file")
             .into_inner()
             .map_err(|e| write_err(e.into_error()))?;
         file.sync_all().map_err(write_err)?;
@@ -71,10 +73,19 @@ impl SnapshotWriter {
             self.dir.join(&self.name),
         )
         .map_err(write_err)?;
+        self.renamed = true;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(write_err)?;
-        Ok(self.name)
+        Ok(std::mem::take(&mut self.name))
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = std::fs::remove_file(self.dir.join(temp_name(&self.name)));
+        }
     }
 }
 
@@ -85,43 +96,70 @@ fn temp_name(name: &str) -> String {
 /// A state-machine row: key and value.
 pub(crate) type Row = (Vec<u8>, Vec<u8>);
 
-/// The rows of snapshot-file bytes, each checked to belong to `group` (the bytes may come from
-/// a peer). Any malformed record refuses the whole snapshot.
-pub(crate) fn rows(data: &[u8], group: GroupId) -> Result<Vec<Row>, StorageError> {
-    let prefix = super::keys::group_prefix(group);
-    let corrupt = |reason: String| {
-        read_err(StoreError::Corrupt {
-            key: format!("snapshot of {group}"),
-            reason,
-        })
-    };
-    let mut rows = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return Err(corrupt("a record header is cut short".into()));
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > RECORD_BYTES_MAX || len > tail.len() {
-            return Err(corrupt(format!("a record of {len} bytes does not fit")));
+/// Reads the rows of a snapshot file one at a time, each checked to belong to `group` (the file
+/// may come from a peer); memory is bounded by one record. Any malformed record is an error.
+pub(crate) struct Rows<R> {
+    input: R,
+    group: GroupId,
+    prefix: [u8; 4],
+}
+
+impl<R: Read> Rows<R> {
+    pub fn new(input: R, group: GroupId) -> Rows<R> {
+        Rows {
+            input,
+            group,
+            prefix: super::keys::group_prefix(group),
         }
-        let (record, tail) = tail.split_at(len);
-        let (key, value): Row = decode_stored(&prefix, record)?;
-        if !key.starts_with(&prefix) {
-            return Err(corrupt(format!(
+    }
+
+    /// The next row; `None` at the end of the file (which must fall between records).
+    pub fn next_row(&mut self) -> Result<Option<Row>, StorageError> {
+        let mut header = [0u8; 4];
+        match self.input.read(&mut header[..1]).map_err(read_err)? {
+            0 => return Ok(None),
+            _ => self
+                .input
+                .read_exact(&mut header[1..])
+                .map_err(|e| self.cut(e, "a record header is cut short"))?,
+        }
+        let len = u32::from_le_bytes(header) as usize;
+        if len > RECORD_BYTES_MAX {
+            return Err(self.corrupt(format!("a record of {len} bytes is too big")));
+        }
+        let mut record = vec![0u8; len];
+        self.input
+            .read_exact(&mut record)
+            .map_err(|e| self.cut(e, "a record is cut short"))?;
+        let (key, value): Row = decode_stored(&self.prefix, &record)?;
+        if !key.starts_with(&self.prefix) {
+            return Err(self.corrupt(format!(
                 "holds a key of another group: {}",
                 super::keys::describe(&key)
             )));
         }
-        rows.push((key, value));
-        rest = tail;
+        Ok(Some((key, value)))
     }
-    Ok(rows)
+
+    fn corrupt(&self, reason: String) -> StorageError {
+        read_err(StoreError::Corrupt {
+            key: format!("snapshot of {}", self.group),
+            reason,
+        })
+    }
+
+    /// An end of file inside a record is corruption; other read errors are I/O.
+    fn cut(&self, e: std::io::Error, what: &str) -> StorageError {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => self.corrupt(what.into()),
+            _ => read_err(e),
+        }
+    }
 }
 
-/// Delete snapshot files that no group's current snapshot (in sled's `snap` tree) names: left
-/// by a crash between writing a new snapshot and recording it, or before deleting the one it
-/// replaced. Runs when the store opens, before any group can build or install.
+/// Delete snapshot files that sled's `snap` tree does not name (as a group's current snapshot
+/// or an unfinished install): left by a crash between writing a new snapshot and recording it,
+/// or before deleting the one it replaced. Runs when the store opens, before any group can build or install.
 pub(crate) fn sweep(dir: &Path, snap: &sled::Tree) -> Result<(), StoreError> {
     let mut current = HashSet::new();
     for kv in snap.iter() {
@@ -176,18 +214,30 @@ mod tests {
         w.row(&key(g, b"b"), &[7u8; 5000]).unwrap();
         let name = w.finish().unwrap();
         let data = std::fs::read(dir.path().join(&name)).unwrap();
-        let read = rows(&data, g).unwrap();
+        let read = all_rows(&data, g).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[1], (key(g, b"b"), vec![7u8; 5000]));
 
-        assert!(rows(&data, GroupId(1)).is_err(), "rows of another group");
         assert!(
-            rows(&data[..data.len() - 1], g).is_err(),
+            all_rows(&data, GroupId(1)).is_err(),
+            "rows of another group"
+        );
+        assert!(
+            all_rows(&data[..data.len() - 1], g).is_err(),
             "a record cut short"
         );
-        assert!(rows(&data[..2], g).is_err(), "a header cut short");
-        assert!(rows(&[0xff; 8], g).is_err(), "a length past the end");
-        assert!(rows(&[], g).unwrap().is_empty());
+        assert!(all_rows(&data[..2], g).is_err(), "a header cut short");
+        assert!(all_rows(&[0xff; 8], g).is_err(), "a length past the end");
+        assert!(all_rows(&[], g).unwrap().is_empty());
+    }
+
+    fn all_rows(data: &[u8], g: GroupId) -> Result<Vec<Row>, StorageError> {
+        let mut rows = Rows::new(data, g);
+        let mut out = Vec::new();
+        while let Some(row) = rows.next_row()? {
+            out.push(row);
+        }
+        Ok(out)
     }
 
     #[test]
@@ -200,7 +250,7 @@ mod tests {
         let _stale = SnapshotWriter::create(&files, g).unwrap().finish().unwrap();
         let mut half = SnapshotWriter::create(&files, g).unwrap();
         half.row(&key(g, b"x"), b"y").unwrap();
-        drop(half); // a crash before finish: only the temporary file exists
+        std::mem::forget(half); // a crash before finish: only the temporary file exists
         std::fs::create_dir(files.join("not-a-snapshot")).unwrap();
 
         let db = sled::Config::new().temporary(true).open().unwrap();
