@@ -478,12 +478,16 @@ async fn on_frame(shared: &Arc<Shared>, link: &Link, frame: ServerFrame) -> Opti
             };
             if let (Some(hook), Ok(response)) = (&waiter.hook, &result) {
                 match response {
-                    Response::Subscribed { last_seq, .. } => {
-                        shared.completed(hook, Begin::Subscribe, *last_seq)
-                    }
-                    Response::Joined { last_seq, .. } => {
-                        shared.completed(hook, Begin::Join, *last_seq)
-                    }
+                    Response::Subscribed {
+                        last_seq,
+                        moderation,
+                        ..
+                    } => shared.completed(hook, Begin::Subscribe, *last_seq, *moderation),
+                    Response::Joined {
+                        last_seq,
+                        moderation,
+                        ..
+                    } => shared.completed(hook, Begin::Join, *last_seq, *moderation),
                     _ => {}
                 }
             }
@@ -498,8 +502,12 @@ async fn on_frame(shared: &Arc<Shared>, link: &Link, frame: ServerFrame) -> Opti
         ServerFrame::Event(stoa_proto::Event::RoomClosed { room, reason }) => {
             shared.room_closed(&room, &reason);
         }
-        ServerFrame::Event(stoa_proto::Event::Replaced { messages, .. }) => {
-            shared.replaced(messages);
+        ServerFrame::Event(stoa_proto::Event::Replaced {
+            room,
+            messages,
+            moderation,
+        }) => {
+            shared.replaced(&room, moderation, messages);
         }
         ServerFrame::Event(stoa_proto::Event::Roster { room, change }) => {
             shared.roster_event(room, change).await;

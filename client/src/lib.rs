@@ -285,7 +285,11 @@ impl Client {
     /// message handed over, and a new one starts with the next message posted. Answers the
     /// room's last seq. On error the room is not followed (unless it already was).
     pub async fn subscribe(&self, room: &str, after: Option<Seq>) -> Result<Seq> {
-        let (token, send_after) = lock(&self.shared().resume).begin(room, after, Begin::Subscribe);
+        let (token, send_after, moderated_after) = {
+            let mut resume = lock(&self.shared().resume);
+            let (token, send_after) = resume.begin(room, after, Begin::Subscribe);
+            (token, send_after, resume.moderated_after(room))
+        };
         let _settle = Settle {
             shared: self.shared(),
             room,
@@ -298,6 +302,7 @@ impl Client {
         let request = Request::Subscribe {
             room: room.to_string(),
             after: send_after,
+            moderated_after,
         };
         match self.shared().call(request, Some(hook)).await? {
             Response::Subscribed { last_seq, .. } => Ok(last_seq),

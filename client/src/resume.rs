@@ -60,6 +60,9 @@ pub enum Begin {
 pub struct RoomCursor {
     /// Last seq handed to the application; `None` until the first answer says where we start.
     last: Option<Seq>,
+    /// The room's moderation count the messages handed over reflect (sent as `moderated_after`
+    /// on a resume, so the node sends what moderation changed meanwhile); `None` when unknown.
+    moderation: Option<u64>,
     /// The Subscribe or Join in flight for this room, if any.
     inflight: Option<Token>,
     /// Highest seq ignored while a request was in flight or the start was unknown.
@@ -122,6 +125,7 @@ impl Resume {
         let token = self.token();
         let cursor = self.rooms.entry(room.to_string()).or_insert(RoomCursor {
             last: None,
+            moderation: None,
             inflight: None,
             ignored_max: None,
             lagged_again: false,
@@ -134,7 +138,9 @@ impl Resume {
         match kind {
             Begin::Subscribe => {
                 if after.is_some() {
+                    // The application's own starting point: what it saw of moderation is unknown.
                     cursor.last = after;
+                    cursor.moderation = None;
                 }
                 (token, cursor.last)
             }
@@ -142,15 +148,16 @@ impl Resume {
         }
     }
 
-    /// The Subscribe or Join `token` was answered with the room's `last_seq`. Called in stream
-    /// order, before any later frame. Returns a Subscribe to send if messages may have been missed
-    /// while it was in flight.
+    /// The Subscribe or Join `token` was answered with the room's `last_seq` and moderation
+    /// count. Called in stream order, before any later frame. Returns a Subscribe to send if
+    /// messages may have been missed while it was in flight.
     pub fn completed(
         &mut self,
         room: &str,
         token: Token,
         kind: Begin,
         last_seq: Seq,
+        moderation: u64,
     ) -> Option<Resync> {
         let cursor = self.rooms.get_mut(room)?;
         if cursor.inflight != Some(token) {
@@ -158,6 +165,9 @@ impl Resume {
         }
         cursor.inflight = None;
         cursor.confirmed = true;
+        // The node sends, before later frames, what moderations up to this count changed in the
+        // messages we hold (or there are none to change).
+        cursor.moderation = Some(cursor.moderation.map_or(moderation, |m| m.max(moderation)));
         // Without a cursor (first subscribe without `after`) the node starts live delivery after
         // `last_seq`. A join hands the messages up to `last_seq` to its caller and goes live after
         // it. After `Subscribe { after }` the backlog covers everything up to `last_seq`, whether
@@ -224,13 +234,26 @@ impl Resume {
         self.rooms.remove(room).is_some()
     }
 
-    /// The cursor to resume from, if `token` is still the room's current request.
-    pub fn resync_after(&self, room: &str, token: Token) -> Option<Seq> {
+    /// The cursor to resume from and the moderation count seen, if `token` is still the room's
+    /// current request.
+    pub fn resync_after(&self, room: &str, token: Token) -> Option<(Seq, Option<u64>)> {
         let cursor = self.rooms.get(room)?;
         if cursor.inflight == Some(token) {
-            cursor.last
+            cursor.last.map(|last| (last, cursor.moderation))
         } else {
             None
+        }
+    }
+
+    /// The moderation count to send with a Subscribe for `room`.
+    pub fn moderated_after(&self, room: &str) -> Option<u64> {
+        self.rooms.get(room).and_then(|c| c.moderation)
+    }
+
+    /// The node sent `Replaced` for `room`, reaching moderation count `moderation`.
+    pub fn on_replaced(&mut self, room: &str, moderation: u64) {
+        if let Some(c) = self.rooms.get_mut(room) {
+            c.moderation = Some(c.moderation.map_or(moderation, |m| m.max(moderation)));
         }
     }
 

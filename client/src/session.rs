@@ -314,7 +314,8 @@ impl Shared {
     }
 
     /// An administrator removed or replaced messages of a followed room.
-    pub fn replaced(&self, messages: Vec<Message>) {
+    pub fn replaced(&self, room: &str, moderation: u64, messages: Vec<Message>) {
+        lock(&self.resume).on_replaced(room, moderation);
         let mut kept = lock(&self.replaced);
         for m in messages {
             if kept.len() >= REPLACED_KEPT_MAX {
@@ -332,8 +333,9 @@ impl Shared {
     }
 
     /// A Subscribe or Join was answered (called by the reader before the next frame).
-    pub fn completed(self: &Arc<Self>, hook: &Hook, kind: Begin, last_seq: Seq) {
-        let resync = lock(&self.resume).completed(&hook.room, hook.token, kind, last_seq);
+    pub fn completed(self: &Arc<Self>, hook: &Hook, kind: Begin, last_seq: Seq, moderation: u64) {
+        let resync =
+            lock(&self.resume).completed(&hook.room, hook.token, kind, last_seq, moderation);
         if let Some(rs) = resync {
             debug!(room = %rs.room, after = %rs.after, "messages passed during subscribe");
             self.spawn_resync(rs);
@@ -352,12 +354,14 @@ impl Shared {
         let deadline = Instant::now() + self.cfg.retry_deadline;
         let mut attempt = 0;
         loop {
-            let Some(after) = lock(&self.resume).resync_after(&room, token) else {
+            let Some((after, moderated_after)) = lock(&self.resume).resync_after(&room, token)
+            else {
                 return;
             };
             let request = Request::Subscribe {
                 room: room.clone(),
                 after: Some(after),
+                moderated_after,
             };
             let hook = Hook {
                 room: room.clone(),
@@ -406,7 +410,7 @@ impl Shared {
     /// `false` if `token` stopped being the room's current request.
     async fn catch_up(&self, room: &str, token: Token) -> Result<bool> {
         loop {
-            let Some(after) = lock(&self.resume).resync_after(room, token) else {
+            let Some((after, _)) = lock(&self.resume).resync_after(room, token) else {
                 return Ok(false);
             };
             let request = Request::History {
@@ -427,9 +431,9 @@ impl Shared {
             }
             match lock(&self.resume).resync_after(room, token) {
                 None => return Ok(false),
-                Some(now) if now >= last_seq => return Ok(true),
+                Some((now, _)) if now >= last_seq => return Ok(true),
                 Some(_) if progressed => {}
-                Some(now) => {
+                Some((now, _)) => {
                     return Err(ClientError::Protocol(format!(
                         "history of {room} after {now} returned nothing new below {last_seq}"
                     )))

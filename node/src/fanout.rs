@@ -200,8 +200,8 @@ impl Fanout {
                             room_id: *room_id,
                             message: message.clone(),
                         },
-                        Applied::Replaced(room_id, messages) => IndexOp::Remove {
-                            room_id: *room_id,
+                        Applied::Replaced { room, messages, .. } => IndexOp::Remove {
+                            room_id: *room,
                             seqs: messages.iter().map(|m| m.seq).collect(),
                         },
                     })
@@ -256,13 +256,14 @@ impl Fanout {
                     }
                 }
             }
-            Applied::Replaced(room, messages) => {
+            Applied::Replaced {
+                room,
+                moderation,
+                messages,
+            } => {
                 let name = messages.first().map(|m| m.room.clone())?;
-                let mut frames = Vec::new();
-                for part in messages.chunks(REPLACED_PER_FRAME) {
-                    replaced_frames(&name, part, max, &mut frames);
-                }
-                Some((room, Delivery::Replaced(frames)))
+                let frames = replaced_frames(&name, moderation, &messages, max);
+                Some((room, Delivery::Replaced { moderation, frames }))
             }
         }
     }
@@ -285,7 +286,9 @@ impl Fanout {
     }
 
     /// Start live delivery of a room to a subscriber, after sending it every stored message after
-    /// `after` (when given). Answers the room's last seq at the time of subscription.
+    /// `after` (when given) and, with `moderated_after` too, the messages up to `after` that
+    /// moderations since that count changed. Answers the room's last seq and moderation count at
+    /// the time of subscription.
     pub async fn subscribe(
         &self,
         room_id: u64,
@@ -293,10 +296,17 @@ impl Fanout {
         view: &ShardView,
         sub: Subscriber,
         after: Option<Seq>,
-    ) -> Result<Seq, ApiError> {
+        moderated_after: Option<u64>,
+    ) -> Result<(Seq, u64), ApiError> {
         let addr = self.room(room_id, room, view);
         let (reply, rx) = oneshot::channel();
-        addr.send(RoomMsg::Subscribe { sub, after, reply })
+        let msg = RoomMsg::Subscribe {
+            sub,
+            after,
+            moderated_after,
+            reply,
+        };
+        addr.send(msg)
             .await
             .map_err(|_| ApiError::new(ErrorCode::Unavailable, "room delivery is shutting down"))?;
         rx.await
@@ -328,6 +338,7 @@ impl Fanout {
             room: room.to_string(),
             view: view.clone(),
             last: view.last_seq(room_id),
+            moderation: view.moderation(room_id),
             subs: HashMap::new(),
             limits: self.limits,
             delivered: self.counters.deliveries.clone(),
@@ -346,19 +357,41 @@ impl Fanout {
 /// Messages of a moderation event per frame, at most; fewer when they do not fit the frame limit.
 const REPLACED_PER_FRAME: usize = 64;
 
-/// Encode `messages` as `Event::Replaced` frames within `max` bytes each, halving a part that does
-/// not fit. Moderation may change many messages with texts up to the replacement limit.
-fn replaced_frames(room: &str, messages: &[ChatMessage], max: usize, out: &mut Vec<Bytes>) {
+/// Encode `messages` as `Event::Replaced` frames of at most [`REPLACED_PER_FRAME`] messages and
+/// `max` bytes each.
+fn replaced_frames(
+    room: &str,
+    moderation: u64,
+    messages: &[ChatMessage],
+    max: usize,
+) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    for part in messages.chunks(REPLACED_PER_FRAME) {
+        replaced_part(room, moderation, part, max, &mut frames);
+    }
+    frames
+}
+
+/// Halves a part that does not fit: moderation may change many messages with texts up to the
+/// replacement limit.
+fn replaced_part(
+    room: &str,
+    moderation: u64,
+    messages: &[ChatMessage],
+    max: usize,
+    out: &mut Vec<Bytes>,
+) {
     let event = Event::Replaced {
         room: room.to_string(),
         messages: messages.to_vec(),
+        moderation,
     };
     match encode_frame(&ServerFrame::Event(event), max) {
         Ok(f) => out.push(f),
         Err(_) if messages.len() > 1 => {
             let (a, b) = messages.split_at(messages.len() / 2);
-            replaced_frames(room, a, max, out);
-            replaced_frames(room, b, max, out);
+            replaced_part(room, moderation, a, max, out);
+            replaced_part(room, moderation, b, max, out);
         }
         Err(e) => {
             tracing::error!(room, seq = %messages[0].seq, error = %e, "a moderated message does not fit a frame")
@@ -370,9 +403,10 @@ fn replaced_frames(room: &str, messages: &[ChatMessage], max: usize, out: &mut V
 pub enum Delivery {
     /// A new message.
     Message(Seq, Bytes),
-    /// Moderation changed stored messages: `Event::Replaced` frames. They do not advance the
-    /// room's seq; they reach subscribers in log order with the messages around them.
-    Replaced(Vec<Bytes>),
+    /// Moderation changed stored messages: `Event::Replaced` frames, and the room's moderation
+    /// count reached. They do not advance the room's seq; they reach subscribers in log order
+    /// with the messages around them.
+    Replaced { moderation: u64, frames: Vec<Bytes> },
 }
 
 #[derive(Message)]
@@ -380,10 +414,12 @@ pub enum Delivery {
 pub enum RoomMsg {
     /// Changes applied in the room's shard, in log order.
     Committed(Vec<Delivery>),
+    /// Answers the room's last seq and moderation count.
     Subscribe {
         sub: Subscriber,
         after: Option<Seq>,
-        reply: oneshot::Sender<Result<Seq, ApiError>>,
+        moderated_after: Option<u64>,
+        reply: oneshot::Sender<Result<(Seq, u64), ApiError>>,
     },
     Unsubscribe {
         subscriber: u64,
@@ -436,6 +472,8 @@ pub struct RoomActor {
     room: String,
     view: ShardView,
     last: Seq,
+    /// The room's moderation count as far as this actor has delivered.
+    moderation: u64,
     subs: HashMap<u64, Sub>,
     limits: FanoutLimits,
     /// Message frames queued (the node's `stoa_deliveries` counter).
@@ -579,7 +617,8 @@ impl RoomActor {
                 }
                 // Replacing is idempotent, so a subscriber that read the new version from storage
                 // may get the event too; one that read the old version always gets it after.
-                Delivery::Replaced(frames) => {
+                Delivery::Replaced { moderation, frames } => {
+                    self.moderation = self.moderation.max(moderation);
                     for frame in frames {
                         self.deliver(None, frame);
                     }
@@ -619,9 +658,17 @@ impl RoomActor {
         &mut self,
         sub: Subscriber,
         after: Option<Seq>,
+        moderated_after: Option<u64>,
         ctx: &mut Context<Self>,
-    ) -> Result<Seq, ApiError> {
+    ) -> Result<(Seq, u64), ApiError> {
         let id = sub.id;
+        let answer = Ok((self.last, self.moderation));
+        // Moderations a client with messages up to `after` has not seen (only a client that
+        // holds messages can have missed one).
+        let moderated = match (after, moderated_after) {
+            (Some(_), Some(count)) if count < self.moderation => Some(count),
+            _ => None,
+        };
         let after = after.unwrap_or(self.last).min(self.last);
         let behind = self.last.0 - after.0;
         if behind > u64::from(self.limits.subscribe_backlog_max) {
@@ -633,7 +680,7 @@ impl RoomActor {
                 ),
             ));
         }
-        if behind == 0 {
+        if behind == 0 && moderated.is_none() {
             self.insert_sub(
                 id,
                 Sub {
@@ -643,7 +690,7 @@ impl RoomActor {
                 },
             );
             self.show_roster(id);
-            return Ok(self.last);
+            return answer;
         }
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let upto = self.last;
@@ -662,15 +709,31 @@ impl RoomActor {
         self.show_roster(id);
         let view = self.view.clone();
         let (room_id, room) = (self.room_id, self.room.clone());
+        let limit = self.limits.subscribe_backlog_max as usize;
+        // Moderations after this read are delivered live (held until the backlog is out), so
+        // none falls between; one both read and delivered is shown twice, which is harmless.
         let read = async move {
-            view.read(room_id, room, after, upto.next(), behind as usize, false)
-                .await
+            let backlog = match behind {
+                0 => Vec::new(),
+                n => {
+                    view.read(room_id, room.clone(), after, upto.next(), n as usize, false)
+                        .await?
+                }
+            };
+            let replaced = match moderated {
+                Some(count) => {
+                    view.moderated_since(room_id, room, count, after, limit)
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            Ok(Backlog { backlog, replaced })
         };
         ctx.spawn(read.into_actor(self).map(move |res, act, _| {
             act.backlog_loaded(id, generation, res);
             act.refresh_roster();
         }));
-        Ok(self.last)
+        answer
     }
 
     /// Tell a new subscriber the roster as the others were last told it; changes since then
@@ -721,7 +784,7 @@ impl RoomActor {
         &mut self,
         id: u64,
         generation: u64,
-        res: Result<Vec<ChatMessage>, crate::raft::StorageError>,
+        res: Result<Backlog, crate::raft::StorageError>,
     ) {
         let Some(s) = self.subs.get_mut(&id) else {
             return;
@@ -739,8 +802,8 @@ impl RoomActor {
         }
         let (upto, held) = (*upto, std::mem::take(held));
         s.state = SubState::Live;
-        let messages = match res {
-            Ok(m) => m,
+        let Backlog { backlog, replaced } = match res {
+            Ok(b) => b,
             Err(e) => {
                 tracing::error!(room = %self.room, error = %e, "cannot read the backlog");
                 let s = self.remove_sub(id).expect("present: looked up above");
@@ -748,7 +811,7 @@ impl RoomActor {
                 return;
             }
         };
-        for m in messages {
+        for m in backlog {
             let seq = m.seq;
             if seq > upto {
                 break;
@@ -767,6 +830,14 @@ impl RoomActor {
                 }
             }
         }
+        if !replaced.is_empty() {
+            let max = self.limits.frame_bytes_max;
+            for frame in replaced_frames(&self.room, self.moderation, &replaced, max) {
+                if !self.push(id, None, frame) {
+                    return;
+                }
+            }
+        }
         for (seq, frame) in held {
             if !self.push(id, seq, frame) {
                 return;
@@ -775,14 +846,26 @@ impl RoomActor {
     }
 }
 
+/// What a subscriber catching up is sent before the live frames held for it: stored messages
+/// after its cursor, and the current form of earlier ones that moderation changed meanwhile.
+struct Backlog {
+    backlog: Vec<ChatMessage>,
+    replaced: Vec<ChatMessage>,
+}
+
 impl Handler<RoomMsg> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, msg: RoomMsg, ctx: &mut Context<Self>) {
         match msg {
             RoomMsg::Committed(frames) => self.committed(frames),
-            RoomMsg::Subscribe { sub, after, reply } => {
-                let r = self.subscribe(sub, after, ctx);
+            RoomMsg::Subscribe {
+                sub,
+                after,
+                moderated_after,
+                reply,
+            } => {
+                let r = self.subscribe(sub, after, moderated_after, ctx);
                 let _ = reply.send(r);
             }
             RoomMsg::Unsubscribe { subscriber } => {
@@ -816,8 +899,7 @@ mod tests {
             file: None,
         };
         let messages: Vec<ChatMessage> = (1..=20).map(m).collect();
-        let mut frames = Vec::new();
-        replaced_frames("r", &messages, 16 << 10, &mut frames);
+        let frames = replaced_frames("r", 7, &messages, 16 << 10);
         assert!(frames.len() >= 5, "{} frames", frames.len());
         let mut seqs = Vec::new();
         for f in &frames {

@@ -549,9 +549,9 @@ mod tests {
             .unwrap()
             .into_iter()
             .map(|a| match a {
-                crate::store::sm::Applied::Replaced(room_id, ms) => IndexOp::Remove {
-                    room_id,
-                    seqs: ms.iter().map(|m| m.seq).collect(),
+                crate::store::sm::Applied::Replaced { room, messages, .. } => IndexOp::Remove {
+                    room_id: room,
+                    seqs: messages.iter().map(|m| m.seq).collect(),
                 },
                 crate::store::sm::Applied::Posted(..) => panic!("no post applied"),
             })

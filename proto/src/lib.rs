@@ -24,7 +24,7 @@ pub use ids::{NodeId, Seq};
 pub use msg::*;
 
 /// Version of the client protocol, sent in [`Hello`] and checked by the node.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// ALPN of client connections.
 pub const ALPN_CLIENT: &[u8] = b"stoa/1";
 /// ALPN of node-to-node connections.

@@ -39,9 +39,13 @@ pub enum Request {
     },
     /// Live delivery of a room. With `after`, the node first sends every stored message after that seq
     /// (at most `subscribe_backlog_max` of them), then live ones, with no gap and no duplicate.
+    /// With `after` and `moderated_after` (the room's moderation count the client has seen, from
+    /// `Subscribed`, `Joined` or `Replaced`), it also sends, as `Replaced` events, the messages up
+    /// to `after` that moderation changed since (at most `subscribe_backlog_max` of them).
     Subscribe {
         room: String,
         after: Option<Seq>,
+        moderated_after: Option<u64>,
     },
     Unsubscribe {
         room: String,
@@ -253,19 +257,24 @@ pub enum Response {
         seq: Seq,
         ts_ms: u64,
     },
+    /// `moderation`: the room's moderation count, covered by `messages` and the events after.
     Joined {
         room: String,
         messages: Vec<Message>,
         last_seq: Seq,
+        moderation: u64,
     },
     History {
         room: String,
         messages: Vec<Message>,
         last_seq: Seq,
     },
+    /// `moderation`: the room's moderation count, to send as `moderated_after` when subscribing
+    /// again.
     Subscribed {
         room: String,
         last_seq: Seq,
+        moderation: u64,
     },
     Unsubscribed {
         room: String,
@@ -341,10 +350,12 @@ pub enum Event {
         reason: ApiError,
     },
     /// An administrator removed or replaced these messages (already delivered or stored): show
-    /// the new versions in place of the old.
+    /// the new versions in place of the old. `moderation`: the room's moderation count this
+    /// change reached (every moderation of a room counts one).
     Replaced {
         room: String,
         messages: Vec<Message>,
+        moderation: u64,
     },
     /// A change of the room's roster (its connected participants), sent to connections with live
     /// delivery of the room while it has at most `participant_update_limit` participants.

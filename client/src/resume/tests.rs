@@ -19,7 +19,42 @@ fn msg(room: &str, seq: u64) -> Message {
 fn live(r: &mut Resume, room: &str, last: u64) {
     let (t, after) = r.begin(room, None, Begin::Subscribe);
     assert_eq!(after, None);
-    assert_eq!(r.completed(room, t, Begin::Subscribe, Seq(last)), None);
+    assert_eq!(r.completed(room, t, Begin::Subscribe, Seq(last), 0), None);
+}
+
+#[test]
+fn the_moderation_count_seen_goes_with_every_resume_and_an_own_start_forgets_it() {
+    let mut r = Resume::new();
+    assert_eq!(r.moderated_after("a"), None, "untracked");
+    let (t, _) = r.begin("a", None, Begin::Subscribe);
+    assert_eq!(r.moderated_after("a"), None, "unknown until answered");
+    assert_eq!(r.completed("a", t, Begin::Subscribe, Seq(10), 3), None);
+    assert_eq!(r.moderated_after("a"), Some(3));
+    r.on_replaced("a", 5);
+    r.on_replaced("a", 4); // never goes back
+    r.on_replaced("b", 9); // untracked: ignored
+    assert_eq!(r.moderated_after("a"), Some(5));
+    assert_eq!(r.moderated_after("b"), None);
+
+    let rs = r.on_lagged("a").expect("resync");
+    assert_eq!(r.resync_after("a", rs.token), Some((Seq(10), Some(5))));
+    // An answer from a node that has applied fewer moderations does not lower it.
+    assert_eq!(
+        r.completed("a", rs.token, Begin::Subscribe, Seq(12), 2),
+        None
+    );
+    assert_eq!(r.moderated_after("a"), Some(5));
+    let resumed = r.reconnected();
+    assert_eq!(
+        r.resync_after("a", resumed[0].token),
+        Some((Seq(10), Some(5)))
+    );
+
+    // The application subscribes from a point of its own: what it saw of moderation is unknown.
+    let (t, after) = r.begin("a", Some(Seq(2)), Begin::Subscribe);
+    assert_eq!((after, r.moderated_after("a")), (Some(Seq(2)), None));
+    assert_eq!(r.completed("a", t, Begin::Subscribe, Seq(12), 6), None);
+    assert_eq!(r.moderated_after("a"), Some(6));
 }
 
 #[test]
@@ -47,7 +82,10 @@ fn a_gap_resubscribes_once_from_the_last_delivered_seq() {
     for s in 11..=14 {
         assert_eq!(r.on_message(&msg("a", s)), Verdict::Deliver);
     }
-    assert_eq!(r.completed("a", rs.token, Begin::Subscribe, Seq(14)), None);
+    assert_eq!(
+        r.completed("a", rs.token, Begin::Subscribe, Seq(14), 0),
+        None
+    );
     assert_eq!(r.on_message(&msg("a", 15)), Verdict::Deliver);
     assert!(!r.room("a").unwrap().is_resyncing());
 }
@@ -59,7 +97,10 @@ fn answer_before_backlog_keeps_the_cursor() {
     let Verdict::Resync(rs) = r.on_message(&msg("a", 12)) else {
         panic!("expected a resync")
     };
-    assert_eq!(r.completed("a", rs.token, Begin::Subscribe, Seq(12)), None);
+    assert_eq!(
+        r.completed("a", rs.token, Begin::Subscribe, Seq(12), 0),
+        None
+    );
     assert_eq!(r.room("a").unwrap().last(), Some(Seq(10)));
     assert_eq!(r.on_message(&msg("a", 11)), Verdict::Deliver);
     assert_eq!(r.on_message(&msg("a", 12)), Verdict::Deliver);
@@ -72,7 +113,7 @@ fn messages_before_the_first_answer_are_fetched_again() {
     // Live messages overtake the answer: the start is unknown, so they are set aside.
     assert_eq!(r.on_message(&msg("a", 6)), Verdict::Ignore);
     let rs = r
-        .completed("a", t, Begin::Subscribe, Seq(5))
+        .completed("a", t, Begin::Subscribe, Seq(5), 0)
         .expect("a resync for seq 6");
     assert_eq!(rs.after, Seq(5));
     assert_eq!(r.on_message(&msg("a", 6)), Verdict::Deliver);
@@ -87,7 +128,10 @@ fn messages_at_or_below_the_answer_do_not_resync() {
     };
     // An old live message beyond the gap, still from before the node took the resubscribe.
     assert_eq!(r.on_message(&msg("a", 10)), Verdict::Ignore);
-    assert_eq!(r.completed("a", rs.token, Begin::Subscribe, Seq(10)), None);
+    assert_eq!(
+        r.completed("a", rs.token, Begin::Subscribe, Seq(10), 0),
+        None
+    );
 }
 
 #[test]
@@ -99,7 +143,7 @@ fn lagged_resubscribes_and_lagged_in_flight_resubscribes_after() {
     assert_eq!(r.on_lagged("a"), None);
     assert_eq!(r.on_message(&msg("a", 8)), Verdict::Deliver);
     let again = r
-        .completed("a", rs.token, Begin::Subscribe, Seq(8))
+        .completed("a", rs.token, Begin::Subscribe, Seq(8), 0)
         .expect("one more resync");
     assert_eq!(again.after, Seq(8));
     assert_eq!(r.on_lagged("unknown"), None);
@@ -110,14 +154,14 @@ fn join_starts_after_its_last_seq_and_never_moves_back() {
     let mut r = Resume::new();
     let (t, after) = r.begin("a", None, Begin::Join);
     assert_eq!(after, None);
-    assert_eq!(r.completed("a", t, Begin::Join, Seq(30)), None);
+    assert_eq!(r.completed("a", t, Begin::Join, Seq(30), 0), None);
     assert_eq!(r.on_message(&msg("a", 31)), Verdict::Deliver);
     // Joining again: the join's answer hands messages up to its last seq to the caller.
     let (t, _) = r.begin("a", None, Begin::Join);
-    assert_eq!(r.completed("a", t, Begin::Join, Seq(40)), None);
+    assert_eq!(r.completed("a", t, Begin::Join, Seq(40), 0), None);
     assert_eq!(r.room("a").unwrap().last(), Some(Seq(40)));
     let (t, _) = r.begin("a", None, Begin::Join);
-    assert_eq!(r.completed("a", t, Begin::Join, Seq(20)), None);
+    assert_eq!(r.completed("a", t, Begin::Join, Seq(20), 0), None);
     assert_eq!(r.room("a").unwrap().last(), Some(Seq(40)));
 }
 
@@ -129,7 +173,7 @@ fn subscribing_a_tracked_room_resumes_from_its_cursor_unless_told_otherwise() {
     assert_eq!(after, Some(Seq(10)));
     let (t, after) = r.begin("a", Some(Seq(3)), Begin::Subscribe);
     assert_eq!(after, Some(Seq(3)));
-    assert_eq!(r.completed("a", t, Begin::Subscribe, Seq(10)), None);
+    assert_eq!(r.completed("a", t, Begin::Subscribe, Seq(10), 0), None);
     assert_eq!(r.on_message(&msg("a", 4)), Verdict::Deliver);
 }
 
@@ -153,12 +197,12 @@ fn stale_tokens_are_ignored() {
     live(&mut r, "a", 1);
     let (old, _) = r.begin("a", None, Begin::Subscribe);
     let (new, _) = r.begin("a", None, Begin::Subscribe);
-    assert_eq!(r.completed("a", old, Begin::Subscribe, Seq(9)), None);
+    assert_eq!(r.completed("a", old, Begin::Subscribe, Seq(9), 0), None);
     assert!(r.room("a").unwrap().is_resyncing());
     assert!(!r.failed("a", old));
     assert!(!r.abandon("a", old));
     assert_eq!(r.resync_after("a", old), None);
-    assert_eq!(r.resync_after("a", new), Some(Seq(1)));
+    assert_eq!(r.resync_after("a", new), Some((Seq(1), Some(0))));
     assert!(r.abandon("a", new));
     assert!(r.room("a").is_none());
 }
@@ -199,7 +243,7 @@ fn paging_delivers_contiguous_messages_for_the_current_request_only() {
     assert_eq!(r.paged(rs.token, &msg("a", 100)), Verdict::Duplicate);
     assert_eq!(r.paged(rs.token, &msg("a", 101)), Verdict::Deliver);
     assert_eq!(r.paged(rs.token, &msg("a", 103)), Verdict::Ignore);
-    assert_eq!(r.resync_after("a", rs.token), Some(Seq(101)));
+    assert_eq!(r.resync_after("a", rs.token), Some((Seq(101), Some(0))));
 }
 
 /// A node serving one room over a lossy connection: it loses live messages, lags the client,
@@ -363,7 +407,7 @@ fn simulate(seed: u64, seen: &mut Coverage) {
                         if first == Some(token) {
                             first = None;
                         }
-                        if let Some(rs) = r.completed("a", token, Begin::Subscribe, Seq(last)) {
+                        if let Some(rs) = r.completed("a", token, Begin::Subscribe, Seq(last), 0) {
                             inbox.push_back((rs.token, Some(rs.after)));
                         }
                     }
@@ -372,7 +416,7 @@ fn simulate(seed: u64, seen: &mut Coverage) {
                         result: Err(()),
                     } => {
                         // Too large: page forward with History, then subscribe again.
-                        let Some(mut cur) = r.resync_after("a", token) else {
+                        let Some((mut cur, _)) = r.resync_after("a", token) else {
                             continue;
                         };
                         while log_len > cur.0 {
@@ -383,7 +427,7 @@ fn simulate(seed: u64, seen: &mut Coverage) {
                                     delivered.push(s);
                                 }
                             }
-                            cur = r.resync_after("a", token).unwrap();
+                            cur = r.resync_after("a", token).unwrap().0;
                         }
                         inbox.push_back((token, Some(cur)));
                     }

@@ -261,6 +261,7 @@ async fn t30_a_client_that_never_reads_is_cut_from_live_delivery() {
         Request::Subscribe {
             room: "lobby".into(),
             after: None,
+            moderated_after: None,
         },
     )
     .await;

@@ -1,12 +1,14 @@
 //! Moderation and files on 3 nodes: what one node accepts, every node shows.
 
 use bytes::Bytes;
+use cluster_tests::raw::{self, Next, RawConn, Transport};
 use cluster_tests::{init_tracing, TestCluster};
 use std::time::Duration;
 use stoa_client::{Client, ErrorCode, Seq};
 use stoa_proto::{
-    CategorySpec, Invitations, KeywordMatch, MessageFilter, MessageQuery, ModerateOp, Moderation,
-    ModerationAction, Principal, Privacy, RoomSpec, RoomType, SettingsChange, DEFAULT_REPLACEMENT,
+    CategorySpec, Event, Invitations, KeywordMatch, Message, MessageFilter, MessageQuery,
+    ModerateOp, Moderation, ModerationAction, Principal, Privacy, Request, Response, RoomSpec,
+    RoomType, ServerFrame, SettingsChange, DEFAULT_REPLACEMENT,
 };
 use tracing::info;
 
@@ -18,6 +20,45 @@ async fn user(tc: &TestCluster, name: &str, node: usize) -> Client {
         .await
         .expect("create user");
     tc.user_client(node, &token).await
+}
+
+/// Subscribe to `town` again as a client holding messages up to `after` that has seen
+/// `moderated_after` moderations; answers the node's answer and the messages it sends replaced:
+/// `want` of them, and any more that come while the stream stays busy.
+async fn resume(
+    conn: &mut RawConn,
+    id: u64,
+    after: Seq,
+    moderated_after: u64,
+    want: usize,
+) -> (Response, Vec<Message>) {
+    let request = Request::Subscribe {
+        room: "town".into(),
+        after: Some(after),
+        moderated_after: Some(moderated_after),
+    };
+    conn.send_request(id, request).await;
+    let (mut answer, mut replaced) = (None, Vec::new());
+    loop {
+        let wait = match answer {
+            Some(_) if replaced.len() >= want => Duration::from_millis(300),
+            _ => Duration::from_secs(10),
+        };
+        match conn.next(wait).await {
+            Next::Frame(ServerFrame::Response { id: got, result }) if got == id => {
+                answer = Some(result.expect("subscribed"));
+            }
+            Next::Frame(ServerFrame::Event(Event::Replaced { messages, .. })) => {
+                replaced.extend(messages);
+            }
+            Next::Frame(_) => {} // the roster
+            Next::Silent => match answer {
+                Some(a) if replaced.len() >= want => return (a, replaced),
+                _ => panic!("no answer or too few replaced: {answer:?} {replaced:?}"),
+            },
+            Next::End(why) | Next::Undecodable(why) => panic!("the stream ended: {why}"),
+        }
+    }
 }
 
 async fn category_and_room(admin: &Client, category: &str, room: &str, file_upload: bool) {
@@ -155,6 +196,39 @@ async fn t40_moderation_reaches_live_clients_history_and_search_on_every_node() 
             .expect("search");
         assert!(found.is_empty(), "node {node} still finds {found:?}");
         reader.close().await;
+    }
+
+    info!("--- a client that was away is sent the replacements when it resumes, on every node");
+    let endpoint = raw::endpoint();
+    let cfg = raw::client_config(&tc.cluster.ca_pem_path(), Transport::default());
+    for node in 0..3 {
+        let addr = tc.cluster.addrs()[node];
+        let (mut away, _) = RawConn::signed_in(&endpoint, &cfg, addr, &tc.admin_token).await;
+        // It holds messages 1 to 4 and has seen no moderation of the room.
+        let (answer, replaced) = resume(&mut away, 1, Seq(4), 0, 2).await;
+        assert!(
+            matches!(
+                answer,
+                Response::Subscribed {
+                    last_seq: Seq(4),
+                    moderation: 1,
+                    ..
+                }
+            ),
+            "node {node}: {answer:?}"
+        );
+        let expected = [(2, DEFAULT_REPLACEMENT), (4, DEFAULT_REPLACEMENT)];
+        let got: Vec<(u64, &str)> = replaced
+            .iter()
+            .map(|m| (m.seq.0, m.text.as_str()))
+            .collect();
+        assert_eq!(got, expected, "node {node}");
+        // One that saw it, or holds only messages before the changed ones, is sent nothing.
+        for (id, after, seen) in [(2, Seq(4), 1), (3, Seq(1), 0)] {
+            let (answer, replaced) = resume(&mut away, id, after, seen, 0).await;
+            assert!(matches!(answer, Response::Subscribed { moderation: 1, .. }));
+            assert!(replaced.is_empty(), "node {node}: {replaced:?}");
+        }
     }
 
     info!("--- clearing the history through now removes everything, keeping the seqs");

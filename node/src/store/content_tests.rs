@@ -144,7 +144,7 @@ async fn moderation_in_the_same_batch_as_the_posts_sees_them_and_keeps_their_pla
         .iter()
         .map(|e| match e {
             Applied::Posted(_, m) => format!("post {}", m.seq),
-            Applied::Replaced(_, ms) => format!("replace {}", ms[0].seq),
+            Applied::Replaced { messages, .. } => format!("replace {}", messages[0].seq),
         })
         .collect();
     assert_eq!(kinds, ["post 1", "post 2", "replace 2", "post 3"]);
@@ -209,6 +209,82 @@ async fn removal_by_author_and_time_leaves_tombstones_and_keeps_the_first_origin
         vec![CommandResult::Moderated(Ok(1))],
         "only #1 is left to clear"
     );
+}
+
+#[tokio::test]
+async fn each_moderation_that_changes_a_room_is_counted_and_logged_for_resuming_readers() {
+    let mut shard = Shard::new().await;
+    let posts = ["red one", "blue two", "red three", "green four"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Command::Posts(vec![post(&format!("c{i}"), "ann", t, i as u64)]))
+        .collect();
+    shard.apply(posts).await;
+    assert_eq!(shard.view.moderation(ROOM), 0);
+    shard
+        .apply(vec![
+            moderate(
+                keywords(&["red"], KeywordMatch::Any),
+                ModerationAction::Replace { text: None },
+            ),
+            // Changes nothing: not counted.
+            moderate(
+                keywords(&["purple"], KeywordMatch::Any),
+                ModerationAction::Remove,
+            ),
+            moderate(
+                keywords(&["blue", "red"], KeywordMatch::Any),
+                ModerationAction::Remove,
+            ),
+        ])
+        .await;
+    assert_eq!(shard.view.moderation(ROOM), 2);
+    let counts: Vec<(u64, Vec<u64>)> = shard
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Applied::Replaced {
+                moderation,
+                messages,
+                ..
+            } => Some((moderation, messages.iter().map(|m| m.seq.0).collect())),
+            Applied::Posted(..) => None,
+        })
+        .collect();
+    // The second sees the replaced texts, no longer "red": only "blue two" changes.
+    assert_eq!(counts, vec![(1, vec![1, 3]), (2, vec![2])]);
+
+    let since = |count: u64, upto: u64| {
+        let view = shard.view.clone();
+        async move {
+            view.moderated_since(ROOM, "r".into(), count, Seq(upto), 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.seq.0, m.moderated))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (replaced, removed) = (Some(Moderation::Replaced), Some(Moderation::Removed));
+    // The current form of each changed message once, in seq order.
+    assert_eq!(
+        since(0, 4).await,
+        [(1, replaced), (2, removed), (3, replaced)]
+    );
+    assert_eq!(since(1, 4).await, [(2, removed)]);
+    assert_eq!(
+        since(0, 2).await,
+        [(1, replaced), (2, removed)],
+        "up to the reader's cursor"
+    );
+    assert_eq!(since(2, 4).await, []);
+
+    // The counts survive a reopen.
+    let (_, reopened) = StateMachine::open_shard(shard.store.clone(), GroupId(1), None)
+        .await
+        .unwrap();
+    assert_eq!(reopened.moderation(ROOM), 2);
+    assert_eq!(reopened.moderation(ROOM + 1), 0);
 }
 
 fn chunk(file_id: &str, index: u32, data: &'static [u8]) -> Command {

@@ -20,6 +20,8 @@ pub const FILE: u8 = 6;
 pub const FILE_CHUNK: u8 = 7;
 /// The meta index of the last directory change that may have revoked rights (shards).
 pub const FENCE: u8 = 8;
+/// A room's moderation log: for each moderation that changed messages, their seqs.
+pub const MODERATION: u8 = 9;
 
 /// `snap` tree: a group's current snapshot is under its prefix alone; a snapshot being installed
 /// (whose rows may be half written) under this key.
@@ -100,6 +102,21 @@ pub fn file_chunk(g: GroupId, room: u64, file_id: &str, index: Option<u32>) -> V
     k
 }
 
+/// Moderation `count` of a room (the first is 1); `count: None` is the prefix of them all.
+pub fn moderation(g: GroupId, room: u64, count: Option<u64>) -> Vec<u8> {
+    let mut k = sm_tag(g, MODERATION);
+    k.extend_from_slice(&room.to_be_bytes());
+    if let Some(c) = count {
+        k.extend_from_slice(&c.to_be_bytes());
+    }
+    k
+}
+
+/// The count of a `moderation` key.
+pub fn moderation_count(key: &[u8]) -> Option<u64> {
+    message_seq(key)
+}
+
 /// The author is length-prefixed so (author, client id) pairs cannot collide.
 pub fn dedup(g: GroupId, room: u64, author: &str, client_msg_id: &str) -> Vec<u8> {
     let mut k = sm_tag(g, DEDUP);
@@ -142,6 +159,10 @@ mod tests {
             ))
         );
         assert_eq!(message_room(&message(GroupId(3), 9, 1)), Some(9));
+        let m = moderation(GroupId(1), 4, Some(300));
+        assert!(m.starts_with(&moderation(GroupId(1), 4, None)));
+        assert_eq!(moderation_count(&m), Some(300));
+        assert!(moderation(GroupId(1), 4, Some(9)) < m);
         assert_ne!(
             dedup(GroupId(1), 1, "ab", "c"),
             dedup(GroupId(1), 1, "a", "bc")

@@ -38,8 +38,13 @@ const INSTALL_BATCH_BYTES: usize = 8 << 20;
 pub enum Applied {
     /// A new message in a room (by room id).
     Posted(u64, Message),
-    /// Messages of a room that moderation removed or replaced, in their new form.
-    Replaced(u64, Vec<Message>),
+    /// Messages of a room (by id) that moderation removed or replaced, in their new form;
+    /// `moderation` is the room's moderation count this change reached.
+    Replaced {
+        room: u64,
+        moderation: u64,
+        messages: Vec<Message>,
+    },
 }
 
 /// Changes of consecutive entries, written to sled together.
@@ -53,6 +58,8 @@ struct Segment {
     dedup: HashMap<Vec<u8>, PostOutcome>,
     chunks: usize,
     moderated: bool,
+    /// Moderation counts of rooms reached in this segment, not yet published.
+    moderations: HashMap<u64, u64>,
     /// A fence raised in this segment, not yet published.
     fence: Option<u64>,
     events: Vec<Applied>,
@@ -139,6 +146,8 @@ pub struct ShardView {
     /// Held for writing while a snapshot install replaces the shard's rows; readers of rows hold
     /// it for reading, so none sees a half-replaced shard.
     installing: Arc<RwLock<()>>,
+    /// Each room's moderation count (rooms never moderated are absent: 0).
+    moderations: Arc<RwLock<HashMap<u64, u64>>>,
 }
 
 impl ShardView {
@@ -156,6 +165,51 @@ impl ShardView {
     pub fn last_seq(&self, room: u64) -> Seq {
         let heads = self.heads.read().unwrap_or_else(|e| e.into_inner());
         heads.get(&room).map_or(Seq::ZERO, |h| h.last_seq)
+    }
+
+    /// How many moderations changed messages of `room` so far (as applied on this replica).
+    pub fn moderation(&self, room: u64) -> u64 {
+        let counts = self.moderations.read().unwrap_or_else(|e| e.into_inner());
+        counts.get(&room).copied().unwrap_or(0)
+    }
+
+    /// The current form of the messages of `room` up to `upto` that moderations after `count`
+    /// changed, in seq order; at most `limit` of them (the first ones).
+    pub async fn moderated_since(
+        &self,
+        room_id: u64,
+        room: String,
+        count: u64,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StorageError> {
+        let store = self.store.clone();
+        let group = self.group;
+        let installing = self.installing.clone();
+        blocking(move || {
+            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
+            let start = keys::moderation(group, room_id, Some(count.saturating_add(1)));
+            let prefix = keys::moderation(group, room_id, None);
+            let mut seqs = std::collections::BTreeSet::new();
+            for kv in store.sm.range(start..) {
+                let (k, v) = kv.map_err(read_err)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let changed: Vec<u64> = decode_stored(&k, &v)?;
+                seqs.extend(changed.into_iter().filter(|s| *s <= upto.0));
+            }
+            let mut out = Vec::with_capacity(seqs.len().min(limit));
+            for seq in seqs.into_iter().take(limit) {
+                let key = keys::message(group, room_id, seq);
+                if let Some(v) = store.sm.get(&key).map_err(read_err)? {
+                    let m: StoredMessage = decode_stored(&key, &v)?;
+                    out.push(m.into_message(&room, Seq(seq)));
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Messages of `room` with `after < seq < before`, oldest first; at most `limit`, taken from the
@@ -325,6 +379,7 @@ impl StateMachine {
             heads: Default::default(),
             fence: Default::default(),
             installing: Default::default(),
+            moderations: Default::default(),
         };
         let sm = Self::open(
             store,
@@ -411,6 +466,15 @@ impl Inner {
                     })?;
                     heads.insert(room, decode_stored(&k, &v)?);
                 }
+                let mut moderations = HashMap::new();
+                for room in heads.keys() {
+                    let prefix = keys::moderation(self.group, *room, None);
+                    if let Some(kv) = self.store.sm.scan_prefix(&prefix).next_back() {
+                        let (k, _) = kv.map_err(read_err)?;
+                        moderations.insert(*room, keys::moderation_count(&k).unwrap_or(0));
+                    }
+                }
+                *view.moderations.write().unwrap_or_else(|e| e.into_inner()) = moderations;
                 *view.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
                 let key = keys::sm_tag(self.group, keys::FENCE);
                 let fence: u64 = match self.store.sm.get(&key).map_err(read_err)? {
@@ -616,7 +680,8 @@ impl Inner {
             .iter()
             .map(|(id, h)| (*id, h.name.clone()))
             .collect();
-        let mut changed: Vec<(u64, Vec<Message>)> = Vec::new();
+        // Per room, in key order: its seqs changed and their new form.
+        let mut changed: Vec<(u64, Vec<u64>, Vec<Message>)> = Vec::new();
         let mut count = 0u64;
         for kv in self
             .store
@@ -644,18 +709,34 @@ impl Inner {
             }
             seg.batch.insert(k.to_vec(), encode_stored(&new)?);
             count += 1;
-            let name = names.get(&room_id).cloned().unwrap_or_default();
-            let message = new.into_message(&name, Seq(seq));
+            let name = names.get(&room_id).map_or("", String::as_str);
+            let message = new.into_message(name, Seq(seq));
             match changed.last_mut() {
-                Some((r, v)) if *r == room_id => v.push(message),
-                _ => changed.push((room_id, vec![message])),
+                Some((r, seqs, ms)) if *r == room_id => {
+                    seqs.push(seq);
+                    ms.push(message);
+                }
+                _ => changed.push((room_id, vec![seq], vec![message])),
             }
         }
-        seg.events.extend(
-            changed
-                .into_iter()
-                .map(|(room, messages)| Applied::Replaced(room, messages)),
-        );
+        for (room, seqs, messages) in changed {
+            // Each room counts its moderations and logs what each changed, so a client that
+            // was away can be sent it (`ShardView::moderated_since`).
+            let counted = match seg.moderations.get(&room) {
+                Some(c) => *c,
+                None => view.moderation(room),
+            } + 1;
+            seg.batch.insert(
+                keys::moderation(self.group, room, Some(counted)),
+                encode_stored(&seqs)?,
+            );
+            seg.moderations.insert(room, counted);
+            seg.events.push(Applied::Replaced {
+                room,
+                moderation: counted,
+                messages,
+            });
+        }
         seg.moderated = true;
         Ok(count)
     }
@@ -670,6 +751,7 @@ impl Inner {
         seg.moderated = false;
         let fence = seg.fence.take();
         let meta = seg.meta.take();
+        let moderations = std::mem::take(&mut seg.moderations);
         for (room, head) in &heads {
             batch.insert(keys::head(self.group, *room), encode_stored(head)?);
         }
@@ -704,6 +786,10 @@ impl Inner {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(heads);
+                view.moderations
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(moderations);
                 if let Some(f) = fence {
                     view.fence.store(f, Ordering::Release);
                 }

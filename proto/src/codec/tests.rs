@@ -45,6 +45,7 @@ fn sample_replaced() -> ServerFrame {
                 sha256: "h".into(),
             }),
         }],
+        moderation: 3,
     })
 }
 
@@ -210,8 +211,8 @@ const GOLDEN_PRESENCE: [(&str, &str); 7] = [
 const GOLDEN_POST: &str = "00000010010700056c6f62627902633102686900";
 const GOLDEN_EVENT: &str =
     "000000210200056c6f626279fb2c0103616e6e0568656c6c6ffd0068e5cf8b010000010000";
-const GOLDEN_REPLACED: &str = "00000017020301720101720201610005000100010166016e030168";
-const GOLDEN_HELLO: &str = "0000000400020174";
+const GOLDEN_REPLACED: &str = "00000018020301720101720201610005000100010166016e03016803";
+const GOLDEN_HELLO: &str = "0000000400030174";
 const GOLDEN_ERROR: &str = "00000006010101050178";
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -338,7 +339,13 @@ fn any_request() -> impl Strategy<Value = Request> {
                 limit,
             }
         }),
-        (s(), seq()).prop_map(|(room, after)| Request::Subscribe { room, after }),
+        (s(), seq(), proptest::option::of(any::<u64>())).prop_map(
+            |(room, after, moderated_after)| Request::Subscribe {
+                room,
+                after,
+                moderated_after
+            }
+        ),
         s().prop_map(|room| Request::Unsubscribe { room }),
         (s(), any::<bool>()).prop_map(|(name, admin)| Request::CreateUser { name, admin }),
         (s(), s()).prop_map(|(name, description)| Request::CreateRoom { name, description }),

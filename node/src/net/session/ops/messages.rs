@@ -64,6 +64,8 @@ pub(super) async fn post(s: &Session, p: Post) -> Result<Response, ApiError> {
 
 pub(super) async fn join(s: &Session, name: &str) -> Result<Response, ApiError> {
     let (room, view) = room_for(s, name, Need::Read).await?;
+    // Counted before the read: a moderation after it is sent with the subscription.
+    let moderated = view.moderation(room.id);
     let n = if room.history_kept {
         s.ctx.meta.read(|m| m.settings().default_chat_history) as usize
     } else {
@@ -82,11 +84,13 @@ pub(super) async fn join(s: &Session, name: &str) -> Result<Response, ApiError> 
         .map_err(storage)?;
     // Live delivery resumes right after the last message returned, so nothing falls between.
     let after = messages.last().map_or(Seq::ZERO, |m| m.seq);
-    let last_seq = subscribe_room(s, &room, &view, Some(after)).await?;
+    let (last_seq, moderation) =
+        subscribe_room(s, &room, &view, Some(after), Some(moderated)).await?;
     Ok(Response::Joined {
         room: room.name,
         messages,
         last_seq,
+        moderation,
     })
 }
 
@@ -136,17 +140,25 @@ pub(super) async fn subscribe(
     s: &Session,
     name: &str,
     after: Option<Seq>,
-) -> Result<Seq, ApiError> {
+    moderated_after: Option<u64>,
+) -> Result<Response, ApiError> {
     let (room, view) = room_for(s, name, Need::Read).await?;
-    subscribe_room(s, &room, &view, after).await
+    let (last_seq, moderation) = subscribe_room(s, &room, &view, after, moderated_after).await?;
+    Ok(Response::Subscribed {
+        room: name.to_string(),
+        last_seq,
+        moderation,
+    })
 }
 
+/// Answers the room's last seq and moderation count.
 async fn subscribe_room(
     s: &Session,
     room: &RoomRef,
     view: &ShardView,
     after: Option<Seq>,
-) -> Result<Seq, ApiError> {
+    moderated_after: Option<u64>,
+) -> Result<(Seq, u64), ApiError> {
     // A new subscription to the same room replaces the old one (the actor keys by subscriber id).
     s.rooms
         .lock()
@@ -154,7 +166,14 @@ async fn subscribe_room(
         .insert(room.name.clone(), room.id);
     s.ctx
         .fanout
-        .subscribe(room.id, &room.name, view, s.subscriber.clone(), after)
+        .subscribe(
+            room.id,
+            &room.name,
+            view,
+            s.subscriber.clone(),
+            after,
+            moderated_after,
+        )
         .await
 }
 

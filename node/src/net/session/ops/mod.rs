@@ -37,9 +37,11 @@ pub(super) async fn handle(s: &Session, req: Request) -> Result<Response, ApiErr
             after,
             limit,
         } => messages::history(s, &room, before, after, limit).await,
-        Request::Subscribe { room, after } => messages::subscribe(s, &room, after)
-            .await
-            .map(|last_seq| Response::Subscribed { room, last_seq }),
+        Request::Subscribe {
+            room,
+            after,
+            moderated_after,
+        } => messages::subscribe(s, &room, after, moderated_after).await,
         Request::Unsubscribe { room } => {
             let id = s
                 .rooms
