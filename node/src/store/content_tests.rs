@@ -471,6 +471,18 @@ async fn one_moderation_entry_changes_a_bounded_number_of_messages_and_rounds_fi
 }
 
 impl Shard {
+    /// Every row of the shard's group but its applied state (which names the log).
+    fn rows(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let applied = super::keys::sm_tag(GroupId(1), super::keys::APPLIED);
+        self.store
+            .sm
+            .scan_prefix(super::keys::group_prefix(GroupId(1)))
+            .map(|kv| kv.unwrap())
+            .filter(|(k, _)| k[..] != applied[..])
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
     fn snapshot_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.store.snapshots)
             .unwrap()
@@ -558,6 +570,79 @@ async fn snapshots_live_in_files_replace_each_other_and_install_elsewhere() {
         c.snapshot_files().is_empty(),
         "no copy of the refused snapshot is left"
     );
+}
+
+/// One entry per post, `from..to`.
+fn red_posts(from: u64, to: u64) -> Vec<Command> {
+    (from..to)
+        .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", &format!("red {i}"), i)]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_built_while_entries_apply_is_the_state_at_its_own_index() {
+    use openraft::storage::RaftSnapshotBuilder;
+    use tokio::io::AsyncReadExt;
+    let mut a = Shard::new().await;
+    a.apply(red_posts(0, 5000)).await;
+    let sm = a.sm.clone();
+    let build = tokio::spawn(async move {
+        let mut builder = { sm }.get_snapshot_builder().await;
+        builder.build_snapshot().await.unwrap()
+    });
+    for i in 5000..5300 {
+        a.apply(red_posts(i, i + 1)).await;
+        a.events(); // fan-out's channel is bounded
+    }
+    let mut built = build.await.unwrap();
+    let index = built.meta.last_log_id.expect("applied").index;
+    let mut bytes = Vec::new();
+    built.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    let mut reference = Shard::new().await;
+    reference.apply(red_posts(0, index)).await;
+    let mut b = Shard::new().await;
+    b.install_snapshot(&built.meta, &bytes).await;
+    assert_eq!(b.rows(), reference.rows(), "the state at index {index}");
+}
+
+#[tokio::test]
+async fn a_snapshot_holds_the_rows_of_its_cut_while_applies_go_on_during_its_scan() {
+    use tokio::io::AsyncReadExt;
+    let posts = red_posts;
+    // `reference` applies only what comes before the cut.
+    let mut reference = Shard::new().await;
+    reference.apply(posts(0, 30)).await;
+
+    let mut a = Shard::new().await;
+    a.apply(posts(0, 30)).await;
+    let cut = a.sm.take_cut_for_test();
+    // While the build would scan: new posts (new keys), a retry (a dedup hit), a moderation
+    // (changed messages, new originals, a moderation log row) and new heads.
+    a.apply(posts(30, 45)).await;
+    a.apply(posts(3, 4)).await;
+    a.apply(vec![moderate(
+        keywords(&["red"], KeywordMatch::Any),
+        ModerationAction::Remove,
+    )])
+    .await;
+    let mut built = a.sm.build_from_cut_for_test(cut);
+    assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(30));
+    let mut bytes = Vec::new();
+    built.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+    let mut b = Shard::new().await;
+    b.install_snapshot(&built.meta, &bytes).await;
+    assert_eq!(b.messages().await, reference.messages().await);
+    assert_eq!(b.view.last_seq(ROOM), Seq(30));
+    assert_eq!(b.view.moderation(ROOM), 0);
+    let (ref_rows, b_rows) = (reference.rows(), b.rows());
+    assert_eq!(b_rows, ref_rows, "every row as it was at the cut, no more");
+
+    // The source went on: all 45 posts, moderated.
+    let now = a.messages().await;
+    assert_eq!(now.len(), 45);
+    assert!(now.iter().all(|m| m.moderated == Some(Moderation::Removed)));
 }
 
 #[tokio::test]

@@ -50,7 +50,8 @@ pub enum Applied {
 /// Changes of consecutive entries, written to sled together.
 #[derive(Default)]
 struct Segment {
-    batch: sled::Batch,
+    /// Rows written, in order (a later write of a key wins).
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// The directory as changed by this segment (meta group; copied at its first command).
     meta: Option<MetaState>,
     /// Heads and dedup records changed in this segment, seen before it is written.
@@ -66,6 +67,10 @@ struct Segment {
 }
 
 impl Segment {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.push((key, value));
+    }
+
     /// Whether the segment holds writes a stored-content read must see first.
     fn is_empty(&self) -> bool {
         self.heads.is_empty() && self.chunks == 0 && !self.moderated && self.fence.is_none()
@@ -339,13 +344,24 @@ enum Kind {
     },
 }
 
+/// The values at a snapshot's cut of the keys written since. A build scans the group's rows
+/// without holding up applies: before an apply changes a key for the first time after the cut,
+/// it records the key's value at the cut here (`None`: absent), and the scan writes that value
+/// instead of the current one. Holds the keys written while a build scans (two per post).
+type CutValues = HashMap<Vec<u8>, Option<sled::IVec>>;
+
 struct Inner {
     store: Arc<Store>,
     group: GroupId,
     kind: Kind,
     applied: Mutex<AppliedState>,
-    /// Held while applying and while scanning for a snapshot, so a snapshot is one consistent cut.
+    /// Held while applying, and by a snapshot build while it takes its cut.
     write_lock: Mutex<()>,
+    /// Held by a snapshot build from its cut to its end, and by an install: one at a time, so
+    /// no row is deleted while a build scans.
+    build_lock: Mutex<()>,
+    /// While a build scans: see [`CutValues`].
+    cut: Mutex<Option<CutValues>>,
     /// Held while the current snapshot's record changes, and while it is read and its file
     /// opened, so a reader never finds a file that was just deleted.
     snap_lock: Mutex<()>,
@@ -404,6 +420,8 @@ impl StateMachine {
             kind,
             applied: Default::default(),
             write_lock: Mutex::new(()),
+            build_lock: Mutex::new(()),
+            cut: Mutex::new(None),
             snap_lock: Mutex::new(()),
             snapshot_seq: Default::default(),
         });
@@ -536,7 +554,7 @@ impl Inner {
                     if let Some(view) = self.shard_view() {
                         let current = seg.fence.unwrap_or_else(|| view.fence());
                         let fence = current.max(meta_index);
-                        seg.batch.insert(
+                        seg.put(
                             keys::sm_tag(self.group, keys::FENCE),
                             encode_stored(&fence)?,
                         );
@@ -602,13 +620,13 @@ impl Inner {
                             seq: outcome.seq,
                             file: f.clone(),
                         };
-                        seg.batch.insert(
+                        seg.put(
                             keys::file(self.group, post.room_id, &f.id),
                             encode_stored(&record)?,
                         );
                     }
-                    seg.batch.insert(key, encode_stored(&message)?);
-                    seg.batch.insert(dkey.clone(), encode_stored(&outcome)?);
+                    seg.put(key, encode_stored(&message)?);
+                    seg.put(dkey.clone(), encode_stored(&outcome)?);
                     seg.dedup.insert(dkey, outcome);
                     seg.heads.insert(
                         post.room_id,
@@ -657,7 +675,7 @@ impl Inner {
                 format!("file {} is posted already", c.file_id),
             )));
         }
-        seg.batch.insert(
+        seg.put(
             keys::file_chunk(self.group, c.room_id, &c.file_id, Some(c.index)),
             c.data.to_vec(),
         );
@@ -705,9 +723,9 @@ impl Inner {
             };
             let original = keys::original(self.group, room_id, seq);
             if !self.store.sm.contains_key(&original).map_err(read_err)? {
-                seg.batch.insert(original, v.to_vec());
+                seg.put(original, v.to_vec());
             }
-            seg.batch.insert(k.to_vec(), encode_stored(&new)?);
+            seg.put(k.to_vec(), encode_stored(&new)?);
             count += 1;
             let name = names.get(&room_id).map_or("", String::as_str);
             let message = new.into_message(name, Seq(seq));
@@ -726,7 +744,7 @@ impl Inner {
                 Some(c) => *c,
                 None => view.moderation(room),
             } + 1;
-            seg.batch.insert(
+            seg.put(
                 keys::moderation(self.group, room, Some(counted)),
                 encode_stored(&seqs)?,
             );
@@ -744,7 +762,7 @@ impl Inner {
     /// Write what a segment changed in one sled batch, with the applied state it reaches, then
     /// publish it to readers.
     fn write_segment(&self, seg: &mut Segment, applied: &AppliedState) -> Result<(), StorageError> {
-        let mut batch = std::mem::take(&mut seg.batch);
+        let mut writes = std::mem::take(&mut seg.writes);
         let heads = std::mem::take(&mut seg.heads);
         seg.dedup.clear();
         seg.chunks = 0;
@@ -753,18 +771,23 @@ impl Inner {
         let meta = seg.meta.take();
         let moderations = std::mem::take(&mut seg.moderations);
         for (room, head) in &heads {
-            batch.insert(keys::head(self.group, *room), encode_stored(head)?);
+            writes.push((keys::head(self.group, *room), encode_stored(head)?));
         }
         if let Some(state) = &meta {
-            batch.insert(
+            writes.push((
                 keys::sm_tag(self.group, keys::META_STATE),
                 encode_stored(state)?,
-            );
+            ));
         }
-        batch.insert(
+        writes.push((
             keys::sm_tag(self.group, keys::APPLIED),
             encode_stored(applied)?,
-        );
+        ));
+        self.keep_cut_values(&writes)?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in writes {
+            batch.insert(k, v);
+        }
         self.store.sm.apply_batch(batch).map_err(write_err)?;
         self.store
             .note_applied(self.group, applied.last_applied.map(|l| l.index));
@@ -798,24 +821,45 @@ impl Inner {
         Ok(())
     }
 
-    /// Stream the group's rows into a new snapshot file, under the write lock so the snapshot
-    /// is one consistent cut; the rows are never all in memory.
+    /// Stream the group's rows, as they were at one cut, into a new snapshot file; the rows are
+    /// never all in memory, and applies go on while the rows are scanned.
     fn build_snapshot_blocking(&self) -> Result<Snapshot, StorageError> {
-        let (file, applied) = {
-            let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let mut file = SnapshotWriter::create(&self.store.snapshots, self.group)?;
-            for kv in self.store.sm.scan_prefix(keys::group_prefix(self.group)) {
-                let (k, v) = kv.map_err(read_err)?;
-                file.row(&k, &v)?;
-            }
-            (
-                file,
-                self.applied
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            )
+        let _one = self.build_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cut = self.take_cut();
+        self.build_from_cut(cut)
+    }
+
+    /// The applied state the snapshot will describe; from here on applies keep the values they
+    /// change (see [`CutValues`]).
+    fn take_cut(&self) -> AppliedState {
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        *self.cut.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Before `writes` are applied: if a build is scanning, keep the value at its cut of each
+    /// key written for the first time since.
+    fn keep_cut_values(&self, writes: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StorageError> {
+        let mut cut = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(values) = cut.as_mut() else {
+            return Ok(());
         };
+        for (k, _) in writes {
+            if !values.contains_key(k) {
+                let at_cut = self.store.sm.get(k).map_err(read_err)?;
+                values.insert(k.clone(), at_cut);
+            }
+        }
+        Ok(())
+    }
+
+    fn build_from_cut(&self, applied: AppliedState) -> Result<Snapshot, StorageError> {
+        let scanned = self.scan_cut();
+        *self.cut.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let file = scanned?;
         let name = file.finish()?;
         let n = self
             .snapshot_seq
@@ -835,6 +879,28 @@ impl Inner {
             meta,
             snapshot: Box::new(data),
         })
+    }
+
+    /// The group's rows as they were at the cut: a key written since is taken from the cut's
+    /// values (skipped if it did not exist then). No row is deleted meanwhile (installs wait
+    /// for the build), so the scan meets every row of the cut.
+    fn scan_cut(&self) -> Result<SnapshotWriter, StorageError> {
+        let mut file = SnapshotWriter::create(&self.store.snapshots, self.group)?;
+        for kv in self.store.sm.scan_prefix(keys::group_prefix(self.group)) {
+            let (k, v) = kv.map_err(read_err)?;
+            let at_cut = self
+                .cut
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|c| c.get(&k[..]).cloned());
+            match at_cut {
+                None => file.row(&k, &v)?,
+                Some(Some(old)) => file.row(&k, &old)?,
+                Some(None) => {}
+            }
+        }
+        Ok(file)
     }
 
     fn open_snapshot_file(&self, name: &str) -> Result<tokio::fs::File, StorageError> {
@@ -933,6 +999,7 @@ impl Inner {
         let _readers = self
             .shard_view()
             .map(|v| v.installing.write().unwrap_or_else(|e| e.into_inner()));
+        let _no_build = self.build_lock.lock().unwrap_or_else(|e| e.into_inner());
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let prefix = keys::group_prefix(self.group);
         loop {
@@ -973,6 +1040,21 @@ impl Inner {
         // Still under the write lock: a snapshot build waiting for it must see the new rows
         // together with the new applied state.
         self.load()
+    }
+}
+
+/// A snapshot build stopped at its cut, for tests that apply entries before the scan.
+#[cfg(test)]
+pub(crate) struct PendingBuild(AppliedState);
+
+#[cfg(test)]
+impl StateMachine {
+    pub(crate) fn take_cut_for_test(&self) -> PendingBuild {
+        PendingBuild(self.inner.take_cut())
+    }
+
+    pub(crate) fn build_from_cut_for_test(&self, cut: PendingBuild) -> Snapshot {
+        self.inner.build_from_cut(cut.0).expect("snapshot built")
     }
 }
 
