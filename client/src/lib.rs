@@ -281,7 +281,8 @@ impl Client {
     }
 
     /// Follows `room` live on the event stream. With `after`, the stream starts with the stored
-    /// messages after that seq; without it, a room already followed resumes after the last
+    /// messages after that seq (and [`Client::replaced`] gets the messages up to it that moderation
+    /// changed); without it, a room already followed resumes after the last
     /// message handed over, and a new one starts with the next message posted. Answers the
     /// room's last seq. On error the room is not followed (unless it already was).
     pub async fn subscribe(&self, room: &str, after: Option<Seq>) -> Result<Seq> {

@@ -138,9 +138,10 @@ impl Resume {
         match kind {
             Begin::Subscribe => {
                 if after.is_some() {
-                    // The application's own starting point: what it saw of moderation is unknown.
+                    // The application's own starting point: it may hold messages moderated at
+                    // any time, so the node sends every moderation of them.
                     cursor.last = after;
-                    cursor.moderation = None;
+                    cursor.moderation = Some(0);
                 }
                 (token, cursor.last)
             }

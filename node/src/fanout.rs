@@ -17,7 +17,7 @@ use crate::domain::presence::{self as rules, RoomId};
 use crate::metrics::Counters;
 use crate::presence::PresenceHub;
 use crate::search::IndexOp;
-use crate::store::sm::{Applied, MetaView, ShardView};
+use crate::store::sm::{Applied, MetaView, ModeratedPage, ShardView};
 use actix::prelude::*;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -366,6 +366,10 @@ fn replaced_frames(
     max: usize,
 ) -> Vec<Bytes> {
     let mut frames = Vec::new();
+    if messages.is_empty() {
+        // Only the count: the client has every moderation up to it.
+        replaced_part(room, moderation, messages, max, &mut frames);
+    }
     for part in messages.chunks(REPLACED_PER_FRAME) {
         replaced_part(room, moderation, part, max, &mut frames);
     }
@@ -394,7 +398,8 @@ fn replaced_part(
             replaced_part(room, moderation, b, max, out);
         }
         Err(e) => {
-            tracing::error!(room, seq = %messages[0].seq, error = %e, "a moderated message does not fit a frame")
+            let seq = messages.first().map(|m| m.seq);
+            tracing::error!(room, ?seq, error = %e, "a moderated message does not fit a frame")
         }
     }
 }
@@ -618,6 +623,17 @@ impl RoomActor {
                 // Replacing is idempotent, so a subscriber that read the new version from storage
                 // may get the event too; one that read the old version always gets it after.
                 Delivery::Replaced { moderation, frames } => {
+                    if moderation > self.moderation + 1 {
+                        // Moderations this actor never saw (a snapshot install): subscribers
+                        // resume and are sent them from storage.
+                        tracing::warn!(room = %self.room, expected = self.moderation + 1, got = moderation, "gap in moderation counts");
+                        let ids: Vec<u64> = self.subs.keys().copied().collect();
+                        for id in ids {
+                            if let Some(s) = self.remove_sub(id) {
+                                s.sub.lagged.mark(&self.room, s.sent);
+                            }
+                        }
+                    }
                     self.moderation = self.moderation.max(moderation);
                     for frame in frames {
                         self.deliver(None, frame);
@@ -662,11 +678,12 @@ impl RoomActor {
         ctx: &mut Context<Self>,
     ) -> Result<(Seq, u64), ApiError> {
         let id = sub.id;
-        let answer = Ok((self.last, self.moderation));
+        // After a snapshot install the view is ahead of the events this actor has seen.
+        let moderation = self.moderation.max(self.view.moderation(self.room_id));
         // Moderations a client with messages up to `after` has not seen (only a client that
         // holds messages can have missed one).
         let moderated = match (after, moderated_after) {
-            (Some(_), Some(count)) if count < self.moderation => Some(count),
+            (Some(_), Some(count)) if count < moderation => Some(count),
             _ => None,
         };
         let after = after.unwrap_or(self.last).min(self.last);
@@ -690,7 +707,7 @@ impl RoomActor {
                 },
             );
             self.show_roster(id);
-            return answer;
+            return Ok((self.last, moderation));
         }
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let upto = self.last;
@@ -707,33 +724,30 @@ impl RoomActor {
             },
         );
         self.show_roster(id);
+        let catch_up = CatchUp {
+            id,
+            generation,
+            after,
+            moderated: moderated.map(|count| (count, moderation)),
+        };
         let view = self.view.clone();
         let (room_id, room) = (self.room_id, self.room.clone());
-        let limit = self.limits.subscribe_backlog_max as usize;
-        // Moderations after this read are delivered live (held until the backlog is out), so
-        // none falls between; one both read and delivered is shown twice, which is harmless.
         let read = async move {
-            let backlog = match behind {
-                0 => Vec::new(),
+            match behind {
+                0 => Ok(Vec::new()),
                 n => {
-                    view.read(room_id, room.clone(), after, upto.next(), n as usize, false)
-                        .await?
+                    view.read(room_id, room, after, upto.next(), n as usize, false)
+                        .await
                 }
-            };
-            let replaced = match moderated {
-                Some(count) => {
-                    view.moderated_since(room_id, room, count, after, limit)
-                        .await?
-                }
-                None => Vec::new(),
-            };
-            Ok(Backlog { backlog, replaced })
+            }
         };
-        ctx.spawn(read.into_actor(self).map(move |res, act, _| {
-            act.backlog_loaded(id, generation, res);
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+            act.backlog_loaded(catch_up, res, ctx);
             act.refresh_roster();
         }));
-        answer
+        // With moderations to catch up, answer the client's own count: the catch-up's last
+        // frame carries the new one, so a client cut off before it asks again.
+        Ok((self.last, moderated.unwrap_or(moderation)))
     }
 
     /// Tell a new subscriber the roster as the others were last told it; changes since then
@@ -780,36 +794,38 @@ impl RoomActor {
         }
     }
 
+    /// Whether subscriber `c.id` is still catching up in the subscription `c` started.
+    fn catching_up(&self, c: &CatchUp) -> bool {
+        matches!(
+            self.subs.get(&c.id).map(|s| &s.state),
+            Some(SubState::CatchingUp { generation, .. }) if *generation == c.generation
+        )
+    }
+
+    /// Fail a catch-up: the subscriber resumes from storage later.
+    fn catch_up_failed(&mut self, id: u64, e: crate::raft::StorageError) {
+        tracing::error!(room = %self.room, error = %e, "cannot read a subscriber's catch-up");
+        if let Some(s) = self.remove_sub(id) {
+            s.sub.lagged.mark(&self.room, s.sent);
+        }
+    }
+
     fn backlog_loaded(
         &mut self,
-        id: u64,
-        generation: u64,
-        res: Result<Backlog, crate::raft::StorageError>,
+        c: CatchUp,
+        res: Result<Vec<ChatMessage>, crate::raft::StorageError>,
+        ctx: &mut Context<Self>,
     ) {
-        let Some(s) = self.subs.get_mut(&id) else {
-            return;
-        };
-        let SubState::CatchingUp {
-            upto,
-            held,
-            generation: g,
-        } = &mut s.state
-        else {
-            return;
-        };
-        if *g != generation {
-            return; // a newer subscription replaced this one
+        if !self.catching_up(&c) {
+            return; // gone, or a newer subscription replaced this one
         }
-        let (upto, held) = (*upto, std::mem::take(held));
-        s.state = SubState::Live;
-        let Backlog { backlog, replaced } = match res {
+        let backlog = match res {
             Ok(b) => b,
-            Err(e) => {
-                tracing::error!(room = %self.room, error = %e, "cannot read the backlog");
-                let s = self.remove_sub(id).expect("present: looked up above");
-                s.sub.lagged.mark(&self.room, s.sent);
-                return;
-            }
+            Err(e) => return self.catch_up_failed(c.id, e),
+        };
+        let upto = match self.subs.get(&c.id).map(|s| &s.state) {
+            Some(SubState::CatchingUp { upto, .. }) => *upto,
+            _ => return,
         };
         for m in backlog {
             let seq = m.seq;
@@ -821,7 +837,7 @@ impl RoomActor {
                 self.limits.frame_bytes_max,
             ) {
                 Ok(frame) => {
-                    if !self.push(id, Some(seq), frame) {
+                    if !self.push(c.id, Some(seq), frame) {
                         return;
                     }
                 }
@@ -830,14 +846,99 @@ impl RoomActor {
                 }
             }
         }
-        if !replaced.is_empty() {
-            let max = self.limits.frame_bytes_max;
-            for frame in replaced_frames(&self.room, self.moderation, &replaced, max) {
-                if !self.push(id, None, frame) {
+        match c.moderated {
+            Some((from, _)) => self.read_moderated(c, from, ctx),
+            None => self.go_live(c.id),
+        }
+    }
+
+    /// Read the next page of moderations after `from` for a catching-up subscriber.
+    fn read_moderated(&mut self, c: CatchUp, from: u64, ctx: &mut Context<Self>) {
+        let view = self.view.clone();
+        let (room_id, room) = (self.room_id, self.room.clone());
+        let limit = self.limits.subscribe_backlog_max as usize;
+        let after = c.after;
+        let read = async move {
+            view.moderated_since(room_id, room, from, after, limit)
+                .await
+        };
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
+            act.moderated_loaded(c, res, ctx);
+            act.refresh_roster();
+        }));
+    }
+
+    /// Send a page of moderations: every `Replaced` frame carries the count the client has
+    /// fully received with it. Then read the next page, or end the catch-up with the count the
+    /// subscription was answered with.
+    fn moderated_loaded(
+        &mut self,
+        c: CatchUp,
+        res: Result<ModeratedPage, crate::raft::StorageError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.catching_up(&c) {
+            return;
+        }
+        let page = match res {
+            Ok(p) => p,
+            Err(e) => return self.catch_up_failed(c.id, e),
+        };
+        let Some((mut reached, target)) = c.moderated else {
+            return self.go_live(c.id);
+        };
+        let max = self.limits.frame_bytes_max;
+        let mut told = reached;
+        for (count, messages) in page.moderations {
+            reached = count;
+            let Some((last, head)) = messages.split_last() else {
+                continue; // it changed none of the client's messages
+            };
+            // The client has every moderation before this one until the last frame of it.
+            let mut frames = replaced_frames(&self.room, count - 1, head, max);
+            frames.extend(replaced_frames(
+                &self.room,
+                count,
+                std::slice::from_ref(last),
+                max,
+            ));
+            for frame in frames {
+                if !self.push(c.id, None, frame) {
+                    return;
+                }
+            }
+            told = count;
+        }
+        if page.more {
+            let next = CatchUp {
+                moderated: Some((reached, target)),
+                ..c
+            };
+            return self.read_moderated(next, reached, ctx);
+        }
+        let end = target.max(reached);
+        if told < end {
+            // Nothing more of the client's changed: say how far that holds, so it does not ask
+            // again.
+            for frame in replaced_frames(&self.room, end, &[], max) {
+                if !self.push(c.id, None, frame) {
                     return;
                 }
             }
         }
+        self.go_live(c.id);
+    }
+
+    /// End a catch-up: the frames held meanwhile go out, then live delivery.
+    fn go_live(&mut self, id: u64) {
+        let Some(s) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let SubState::CatchingUp { held, .. } = &mut s.state else {
+            return;
+        };
+        let held = std::mem::take(held);
+        s.state = SubState::Live;
         for (seq, frame) in held {
             if !self.push(id, seq, frame) {
                 return;
@@ -846,11 +947,14 @@ impl RoomActor {
     }
 }
 
-/// What a subscriber catching up is sent before the live frames held for it: stored messages
-/// after its cursor, and the current form of earlier ones that moderation changed meanwhile.
-struct Backlog {
-    backlog: Vec<ChatMessage>,
-    replaced: Vec<ChatMessage>,
+/// A subscriber's catch-up in progress: which subscription, its cursor, and for moderations
+/// the count the client has received so far and the count it was answered with.
+#[derive(Clone, Copy)]
+struct CatchUp {
+    id: u64,
+    generation: u64,
+    after: Seq,
+    moderated: Option<(u64, u64)>,
 }
 
 impl Handler<RoomMsg> for RoomActor {

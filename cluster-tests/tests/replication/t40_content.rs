@@ -24,21 +24,22 @@ async fn user(tc: &TestCluster, name: &str, node: usize) -> Client {
 
 /// Subscribe to `town` again as a client holding messages up to `after` that has seen
 /// `moderated_after` moderations; answers the node's answer and the messages it sends replaced:
-/// `want` of them, and any more that come while the stream stays busy.
+/// `want` of them, and any more that come while the stream stays busy; and the highest moderation
+/// count its `Replaced` events carried.
 async fn resume(
     conn: &mut RawConn,
     id: u64,
     after: Seq,
     moderated_after: u64,
     want: usize,
-) -> (Response, Vec<Message>) {
+) -> (Response, Vec<Message>, Option<u64>) {
     let request = Request::Subscribe {
         room: "town".into(),
         after: Some(after),
         moderated_after: Some(moderated_after),
     };
     conn.send_request(id, request).await;
-    let (mut answer, mut replaced) = (None, Vec::new());
+    let (mut answer, mut replaced, mut told) = (None, Vec::new(), None);
     loop {
         let wait = match answer {
             Some(_) if replaced.len() >= want => Duration::from_millis(300),
@@ -48,12 +49,17 @@ async fn resume(
             Next::Frame(ServerFrame::Response { id: got, result }) if got == id => {
                 answer = Some(result.expect("subscribed"));
             }
-            Next::Frame(ServerFrame::Event(Event::Replaced { messages, .. })) => {
+            Next::Frame(ServerFrame::Event(Event::Replaced {
+                messages,
+                moderation,
+                ..
+            })) => {
                 replaced.extend(messages);
+                told = told.max(Some(moderation));
             }
             Next::Frame(_) => {} // the roster
             Next::Silent => match answer {
-                Some(a) if replaced.len() >= want => return (a, replaced),
+                Some(a) if replaced.len() >= want => return (a, replaced, told),
                 _ => panic!("no answer or too few replaced: {answer:?} {replaced:?}"),
             },
             Next::End(why) | Next::Undecodable(why) => panic!("the stream ended: {why}"),
@@ -204,31 +210,34 @@ async fn t40_moderation_reaches_live_clients_history_and_search_on_every_node() 
     for node in 0..3 {
         let addr = tc.cluster.addrs()[node];
         let (mut away, _) = RawConn::signed_in(&endpoint, &cfg, addr, &tc.admin_token).await;
-        // It holds messages 1 to 4 and has seen no moderation of the room.
-        let (answer, replaced) = resume(&mut away, 1, Seq(4), 0, 2).await;
+        // It holds messages 1 to 4 and has seen no moderation of the room. The answer keeps
+        // its count; the last replaced frame brings it to the room's.
+        let (answer, replaced, told) = resume(&mut away, 1, Seq(4), 0, 2).await;
         assert!(
             matches!(
                 answer,
                 Response::Subscribed {
                     last_seq: Seq(4),
-                    moderation: 1,
+                    moderation: 0,
                     ..
                 }
             ),
             "node {node}: {answer:?}"
         );
+        assert_eq!(told, Some(1));
         let expected = [(2, DEFAULT_REPLACEMENT), (4, DEFAULT_REPLACEMENT)];
         let got: Vec<(u64, &str)> = replaced
             .iter()
             .map(|m| (m.seq.0, m.text.as_str()))
             .collect();
         assert_eq!(got, expected, "node {node}");
-        // One that saw it, or holds only messages before the changed ones, is sent nothing.
-        for (id, after, seen) in [(2, Seq(4), 1), (3, Seq(1), 0)] {
-            let (answer, replaced) = resume(&mut away, id, after, seen, 0).await;
-            assert!(matches!(answer, Response::Subscribed { moderation: 1, .. }));
-            assert!(replaced.is_empty(), "node {node}: {replaced:?}");
-        }
+        // One that saw it is sent nothing; one holding only messages before the changed ones
+        // is told the count alone.
+        let (answer, replaced, told) = resume(&mut away, 2, Seq(4), 1, 0).await;
+        assert!(matches!(answer, Response::Subscribed { moderation: 1, .. }));
+        assert_eq!((replaced.len(), told), (0, None), "node {node}");
+        let (_, replaced, told) = resume(&mut away, 3, Seq(1), 0, 0).await;
+        assert_eq!((replaced.len(), told), (0, Some(1)), "node {node}");
     }
 
     info!("--- clearing the history through now removes everything, keeping the seqs");
@@ -254,6 +263,65 @@ async fn t40_moderation_reaches_live_clients_history_and_search_on_every_node() 
     for c in [admin, ann, bob] {
         c.close().await;
     }
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t40_a_resume_after_many_moderations_gets_them_all_in_pages() {
+    init_tracing();
+    // Pages of at most two messages: each moderation below is a page of its own.
+    let tc = TestCluster::start_with(3, |c| c.limits.subscribe_backlog_max = 2).await;
+    let admin = tc.client(0).await;
+    category_and_room(&admin, "talk", "town", false).await;
+    for i in 0..6 {
+        admin
+            .post_with_id(
+                "town",
+                &format!("word{} filler", i / 2),
+                &format!("m{i}"),
+                false,
+            )
+            .await
+            .expect("post");
+    }
+    for word in ["word0", "word1", "word2"] {
+        let n = admin
+            .moderate(ModerateOp::Messages {
+                filter: MessageFilter {
+                    room: Some("town".into()),
+                    keywords: vec![word.into()],
+                    matching: KeywordMatch::Any,
+                    ..Default::default()
+                },
+                action: ModerationAction::Remove,
+            })
+            .await
+            .expect("moderate");
+        assert_eq!(n, 2);
+    }
+    // Node 1 has applied all three (it may be a follower, a moment behind).
+    for _ in 0..100 {
+        let (messages, _) = admin
+            .history("town", None, None, 10)
+            .await
+            .expect("history");
+        if messages.iter().all(|m| m.moderated.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let addr = tc.cluster.addrs()[0];
+    let endpoint = raw::endpoint();
+    let cfg = raw::client_config(&tc.cluster.ca_pem_path(), Transport::default());
+    let (mut away, _) = RawConn::signed_in(&endpoint, &cfg, addr, &tc.admin_token).await;
+    let (answer, replaced, told) = resume(&mut away, 1, Seq(6), 0, 6).await;
+    assert!(matches!(answer, Response::Subscribed { moderation: 0, .. }));
+    let seqs: Vec<u64> = replaced.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    assert!(replaced
+        .iter()
+        .all(|m| m.moderated == Some(Moderation::Removed)));
+    assert_eq!(told, Some(3));
     tc.shutdown().await;
 }
 

@@ -257,19 +257,23 @@ async fn each_moderation_that_changes_a_room_is_counted_and_logged_for_resuming_
     let since = |count: u64, upto: u64| {
         let view = shard.view.clone();
         async move {
-            view.moderated_since(ROOM, "r".into(), count, Seq(upto), 100)
+            let page = view
+                .moderated_since(ROOM, "r".into(), count, Seq(upto), 100)
                 .await
-                .unwrap()
+                .unwrap();
+            assert!(!page.more);
+            page.moderations
                 .into_iter()
+                .flat_map(|(_, ms)| ms)
                 .map(|m| (m.seq.0, m.moderated))
                 .collect::<Vec<_>>()
         }
     };
     let (replaced, removed) = (Some(Moderation::Replaced), Some(Moderation::Removed));
-    // The current form of each changed message once, in seq order.
+    // The current form of each changed message, by moderation.
     assert_eq!(
         since(0, 4).await,
-        [(1, replaced), (2, removed), (3, replaced)]
+        [(1, replaced), (3, replaced), (2, removed)]
     );
     assert_eq!(since(1, 4).await, [(2, removed)]);
     assert_eq!(
@@ -278,6 +282,18 @@ async fn each_moderation_that_changes_a_room_is_counted_and_logged_for_resuming_
         "up to the reader's cursor"
     );
     assert_eq!(since(2, 4).await, []);
+    // A page stops once it holds the limit, after a whole moderation.
+    let page = shard
+        .view
+        .moderated_since(ROOM, "r".into(), 0, Seq(4), 1)
+        .await
+        .unwrap();
+    let counts: Vec<(u64, usize)> = page
+        .moderations
+        .iter()
+        .map(|(c, m)| (*c, m.len()))
+        .collect();
+    assert_eq!((counts, page.more), (vec![(1, 2)], true));
 
     // The counts survive a reopen.
     let (_, reopened) = StateMachine::open_shard(shard.store.clone(), GroupId(1), None)

@@ -19,7 +19,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use stoa_proto::{ApiError, ErrorCode, Message, Seq};
 use tokio::sync::{mpsc, watch};
@@ -32,6 +32,26 @@ pub const MODERATED_PER_ENTRY_MAX: u64 = 10_000;
 /// install of any size holds about one batch in memory.
 const INSTALL_BATCH_ROWS: usize = 10_000;
 const INSTALL_BATCH_BYTES: usize = 8 << 20;
+
+/// A page of [`ShardView::moderated_since`]: moderations by count, each with the messages it
+/// changed (in their current form).
+#[derive(Debug, Default)]
+pub struct ModeratedPage {
+    pub moderations: Vec<(u64, Vec<Message>)>,
+    pub more: bool,
+}
+
+/// Refuses reads of a shard whose snapshot install failed part-way (its rows may be half
+/// replaced; the install is finished when the node restarts).
+fn check_usable(unusable: &AtomicBool, group: GroupId) -> Result<(), StorageError> {
+    if unusable.load(Ordering::Acquire) {
+        return Err(read_err(StoreError::Corrupt {
+            key: format!("{group}"),
+            reason: "a snapshot install failed part-way; restart the node to finish it".into(),
+        }));
+    }
+    Ok(())
+}
 
 /// What a shard applied, in log order, for live fan-out and the search index.
 #[derive(Debug, Clone)]
@@ -153,6 +173,8 @@ pub struct ShardView {
     installing: Arc<RwLock<()>>,
     /// Each room's moderation count (rooms never moderated are absent: 0).
     moderations: Arc<RwLock<HashMap<u64, u64>>>,
+    /// Set when an install failed part-way: see [`check_usable`].
+    unusable: Arc<AtomicBool>,
 }
 
 impl ShardView {
@@ -178,8 +200,10 @@ impl ShardView {
         counts.get(&room).copied().unwrap_or(0)
     }
 
-    /// The current form of the messages of `room` up to `upto` that moderations after `count`
-    /// changed, in seq order; at most `limit` of them (the first ones).
+    /// The moderations of `room` after `count`, in order, each with the current form of the
+    /// messages up to `upto` it changed (none, if it changed only later ones). Stops after the
+    /// moderation that brings the messages to `limit` or more, or after `limit` moderations:
+    /// `more` says whether later ones remain.
     pub async fn moderated_since(
         &self,
         room_id: u64,
@@ -187,32 +211,40 @@ impl ShardView {
         count: u64,
         upto: Seq,
         limit: usize,
-    ) -> Result<Vec<Message>, StorageError> {
+    ) -> Result<ModeratedPage, StorageError> {
         let store = self.store.clone();
         let group = self.group;
-        let installing = self.installing.clone();
+        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
         blocking(move || {
             let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
+            check_usable(&unusable, group)?;
             let start = keys::moderation(group, room_id, Some(count.saturating_add(1)));
             let prefix = keys::moderation(group, room_id, None);
-            let mut seqs = std::collections::BTreeSet::new();
+            let mut page = ModeratedPage::default();
+            let mut messages = 0;
             for kv in store.sm.range(start..) {
                 let (k, v) = kv.map_err(read_err)?;
                 if !k.starts_with(&prefix) {
                     break;
                 }
-                let changed: Vec<u64> = decode_stored(&k, &v)?;
-                seqs.extend(changed.into_iter().filter(|s| *s <= upto.0));
-            }
-            let mut out = Vec::with_capacity(seqs.len().min(limit));
-            for seq in seqs.into_iter().take(limit) {
-                let key = keys::message(group, room_id, seq);
-                if let Some(v) = store.sm.get(&key).map_err(read_err)? {
-                    let m: StoredMessage = decode_stored(&key, &v)?;
-                    out.push(m.into_message(&room, Seq(seq)));
+                if messages >= limit || page.moderations.len() >= limit {
+                    page.more = true;
+                    break;
                 }
+                let counted = keys::moderation_count(&k).unwrap_or(0);
+                let changed: Vec<u64> = decode_stored(&k, &v)?;
+                let mut now = Vec::new();
+                for seq in changed.into_iter().filter(|s| *s <= upto.0) {
+                    let key = keys::message(group, room_id, seq);
+                    if let Some(v) = store.sm.get(&key).map_err(read_err)? {
+                        let m: StoredMessage = decode_stored(&key, &v)?;
+                        now.push(m.into_message(&room, Seq(seq)));
+                    }
+                }
+                messages += now.len();
+                page.moderations.push((counted, now));
             }
-            Ok(out)
+            Ok(page)
         })
         .await
     }
@@ -230,9 +262,10 @@ impl ShardView {
     ) -> Result<Vec<Message>, StorageError> {
         let store = self.store.clone();
         let group = self.group;
-        let installing = self.installing.clone();
+        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
         blocking(move || {
             let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
+            check_usable(&unusable, group)?;
             if before.0 <= after.0.saturating_add(1) {
                 return Ok(Vec::new());
             }
@@ -274,9 +307,10 @@ impl ShardView {
     ) -> Result<Option<(FileRecord, Message)>, StorageError> {
         let store = self.store.clone();
         let group = self.group;
-        let installing = self.installing.clone();
+        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
         blocking(move || {
             let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
+            check_usable(&unusable, group)?;
             let key = keys::file(group, room_id, &file_id);
             let Some(v) = store.sm.get(&key).map_err(read_err)? else {
                 return Ok(None);
@@ -303,9 +337,10 @@ impl ShardView {
     ) -> Result<Vec<u8>, StorageError> {
         let store = self.store.clone();
         let group = self.group;
-        let installing = self.installing.clone();
+        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
         blocking(move || {
             let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
+            check_usable(&unusable, group)?;
             let mut out = Vec::with_capacity(limit.min(1 << 20));
             // Chunks have a fixed size, so the page starts in chunk offset / size.
             let chunk = crate::net::session::STORED_CHUNK_BYTES as u64;
@@ -396,6 +431,7 @@ impl StateMachine {
             fence: Default::default(),
             installing: Default::default(),
             moderations: Default::default(),
+            unusable: Default::default(),
         };
         let sm = Self::open(
             store,
@@ -857,9 +893,11 @@ impl Inner {
     }
 
     fn build_from_cut(&self, applied: AppliedState) -> Result<Snapshot, StorageError> {
-        let scanned = self.scan_cut();
-        *self.cut.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let file = scanned?;
+        let file = {
+            // Applies stop keeping values when the scan ends, however it ends.
+            let _end = EndCut(&self.cut);
+            self.scan_cut()?
+        };
         let name = file.finish()?;
         let n = self
             .snapshot_seq
@@ -996,11 +1034,24 @@ impl Inner {
     /// transaction. Idempotent, so an install a crash interrupted is simply run again. Readers
     /// of the group's rows wait meanwhile: they would see a mix of old and new.
     fn finish_install(&self, install: StoredSnapshot) -> Result<(), StorageError> {
+        // The build lock first: readers queued behind a waiting writer would otherwise wait for
+        // a running build's whole scan too.
+        let _no_build = self.build_lock.lock().unwrap_or_else(|e| e.into_inner());
         let _readers = self
             .shard_view()
             .map(|v| v.installing.write().unwrap_or_else(|e| e.into_inner()));
-        let _no_build = self.build_lock.lock().unwrap_or_else(|e| e.into_inner());
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let replaced = self.replace_rows(install);
+        if replaced.is_err() {
+            if let Some(v) = self.shard_view() {
+                v.unusable.store(true, Ordering::Release);
+            }
+        }
+        replaced
+    }
+
+    /// [`Inner::finish_install`]'s work, under its locks.
+    fn replace_rows(&self, install: StoredSnapshot) -> Result<(), StorageError> {
         let prefix = keys::group_prefix(self.group);
         loop {
             let mut batch = sled::Batch::default();
@@ -1040,6 +1091,15 @@ impl Inner {
         // Still under the write lock: a snapshot build waiting for it must see the new rows
         // together with the new applied state.
         self.load()
+    }
+}
+
+/// Ends a build's cut when dropped.
+struct EndCut<'a>(&'a Mutex<Option<CutValues>>);
+
+impl Drop for EndCut<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
