@@ -262,7 +262,7 @@ impl Fanout {
                 messages,
             } => {
                 let name = messages.first().map(|m| m.room.clone())?;
-                let frames = replaced_frames(&name, moderation, &messages, max);
+                let frames = moderation_frames(&name, moderation, &messages, max);
                 Some((room, Delivery::Replaced { moderation, frames }))
             }
         }
@@ -356,6 +356,26 @@ impl Fanout {
 
 /// Messages of a moderation event per frame, at most; fewer when they do not fit the frame limit.
 const REPLACED_PER_FRAME: usize = 64;
+
+/// The `Replaced` frames of moderation `count`: every frame but the last carries the count
+/// before it, so a client cut off part-way (a lag cut, a dropped connection) has not counted this
+/// moderation and asks for it again when it resumes.
+fn moderation_frames(room: &str, count: u64, messages: &[ChatMessage], max: usize) -> Vec<Bytes> {
+    let Some((last, head)) = messages.split_last() else {
+        return replaced_frames(room, count, messages, max);
+    };
+    let mut frames = match head {
+        [] => Vec::new(),
+        _ => replaced_frames(room, count.saturating_sub(1), head, max),
+    };
+    frames.extend(replaced_frames(
+        room,
+        count,
+        std::slice::from_ref(last),
+        max,
+    ));
+    frames
+}
 
 /// Encode `messages` as `Event::Replaced` frames of at most [`REPLACED_PER_FRAME`] messages and
 /// `max` bytes each.
@@ -891,18 +911,10 @@ impl RoomActor {
         let mut told = reached;
         for (count, messages) in page.moderations {
             reached = count;
-            let Some((last, head)) = messages.split_last() else {
+            if messages.is_empty() {
                 continue; // it changed none of the client's messages
-            };
-            // The client has every moderation before this one until the last frame of it.
-            let mut frames = replaced_frames(&self.room, count - 1, head, max);
-            frames.extend(replaced_frames(
-                &self.room,
-                count,
-                std::slice::from_ref(last),
-                max,
-            ));
-            for frame in frames {
+            }
+            for frame in moderation_frames(&self.room, count, &messages, max) {
                 if !self.push(c.id, None, frame) {
                     return;
                 }
@@ -1015,5 +1027,37 @@ mod tests {
             seqs.extend(messages.iter().map(|m| m.seq.0));
         }
         assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "all of them, in order");
+    }
+
+    #[test]
+    fn only_the_last_frame_of_a_moderation_carries_its_count() {
+        let m = |seq| ChatMessage {
+            room: "r".into(),
+            seq: Seq(seq),
+            author: "a".into(),
+            text: String::new(),
+            ts_ms: 1,
+            alert: false,
+            moderated: Some(stoa_proto::Moderation::Removed),
+            file: None,
+        };
+        let messages: Vec<ChatMessage> = (1..=130).map(m).collect();
+        let mut seen = Vec::new();
+        for f in moderation_frames("r", 7, &messages, 1 << 20) {
+            let ev: ServerFrame = stoa_proto::decode(&f[stoa_proto::FRAME_HEADER_BYTES..]).unwrap();
+            let ServerFrame::Event(Event::Replaced {
+                messages,
+                moderation,
+                ..
+            }) = ev
+            else {
+                panic!("{ev:?}")
+            };
+            seen.push((moderation, messages.len()));
+        }
+        assert_eq!(seen, [(6, 64), (6, 64), (6, 1), (7, 1)]);
+        // A moderation that changed nothing the client holds: the count alone.
+        let only = moderation_frames("r", 7, &[], 1 << 20);
+        assert_eq!(only.len(), 1);
     }
 }
