@@ -63,6 +63,9 @@ pub struct RoomCursor {
     /// The room's moderation count the messages handed over reflect (sent as `moderated_after`
     /// on a resume, so the node sends what moderation changed meanwhile); `None` when unknown.
     moderation: Option<u64>,
+    /// A Subscribe from the application's own seq is in flight: `Replaced` events still queued
+    /// from before it describe the old cursor's messages, so they do not raise `moderation`.
+    restarting: bool,
     /// The Subscribe or Join in flight for this room, if any.
     inflight: Option<Token>,
     /// Highest seq ignored while a request was in flight or the start was unknown.
@@ -126,6 +129,7 @@ impl Resume {
         let cursor = self.rooms.entry(room.to_string()).or_insert(RoomCursor {
             last: None,
             moderation: None,
+            restarting: false,
             inflight: None,
             ignored_max: None,
             lagged_again: false,
@@ -142,6 +146,7 @@ impl Resume {
                     // any time, so the node sends every moderation of them.
                     cursor.last = after;
                     cursor.moderation = Some(0);
+                    cursor.restarting = true;
                 }
                 (token, cursor.last)
             }
@@ -166,6 +171,7 @@ impl Resume {
         }
         cursor.inflight = None;
         cursor.confirmed = true;
+        cursor.restarting = false;
         // The node sends, before later frames, what moderations up to this count changed in the
         // messages we hold (or there are none to change).
         cursor.moderation = Some(cursor.moderation.map_or(moderation, |m| m.max(moderation)));
@@ -253,7 +259,7 @@ impl Resume {
 
     /// The node sent `Replaced` for `room`, reaching moderation count `moderation`.
     pub fn on_replaced(&mut self, room: &str, moderation: u64) {
-        if let Some(c) = self.rooms.get_mut(room) {
+        if let Some(c) = self.rooms.get_mut(room).filter(|c| !c.restarting) {
             c.moderation = Some(c.moderation.map_or(moderation, |m| m.max(moderation)));
         }
     }

@@ -16,6 +16,7 @@
 use crate::domain::presence::{self as rules, RoomId};
 use crate::metrics::Counters;
 use crate::presence::PresenceHub;
+use crate::raft::GroupId;
 use crate::search::IndexOp;
 use crate::store::sm::{Applied, MetaView, ModeratedPage, ShardView};
 use actix::prelude::*;
@@ -193,17 +194,19 @@ impl Fanout {
                 .count();
             self.counters.posts_applied.inc_by(posted as u64);
             if let Some(index) = &self.index {
+                // An install leaves a gap in seqs, which sends the index back to storage.
                 let items = batch
                     .iter()
-                    .map(|a| match a {
-                        Applied::Posted(room_id, message) => IndexOp::Add {
+                    .filter_map(|a| match a {
+                        Applied::Posted(room_id, message) => Some(IndexOp::Add {
                             room_id: *room_id,
                             message: message.clone(),
-                        },
-                        Applied::Replaced { room, messages, .. } => IndexOp::Remove {
+                        }),
+                        Applied::Replaced { room, messages, .. } => Some(IndexOp::Remove {
                             room_id: *room,
                             seqs: messages.iter().map(|m| m.seq).collect(),
-                        },
+                        }),
+                        Applied::Installed(_) => None,
                     })
                     .collect();
                 // A full indexer queue drops the batch; the index notices a gap and re-reads it,
@@ -213,6 +216,10 @@ impl Fanout {
             // Group by room, keeping log order within each room.
             let mut by_room: Vec<(u64, Vec<Delivery>)> = Vec::new();
             for item in batch {
+                if let Applied::Installed(group) = item {
+                    self.reload_rooms(group).await;
+                    continue;
+                }
                 let (room, delivery) = match self.encode(item) {
                     Some(d) => d,
                     None => continue,
@@ -242,6 +249,21 @@ impl Fanout {
         }
     }
 
+    /// Every room actor of `group` starts over from the state a snapshot installed. Sent after
+    /// the deliveries before it, so each actor has seen every event it will ever get for it.
+    async fn reload_rooms(&self, group: GroupId) {
+        let rooms: Vec<Addr<RoomActor>> = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for addr in rooms {
+            let _ = addr.send(RoomMsg::Reload(group)).await;
+        }
+    }
+
     /// Encode an applied change once, as the frame every subscriber of its room gets.
     fn encode(&self, item: Applied) -> Option<(u64, Delivery)> {
         let max = self.limits.frame_bytes_max;
@@ -256,6 +278,7 @@ impl Fanout {
                     }
                 }
             }
+            Applied::Installed(_) => None,
             Applied::Replaced {
                 room,
                 moderation,
@@ -454,6 +477,8 @@ pub enum RoomMsg {
     Recheck,
     /// The room's roster changed elsewhere (a peer's report, an expiry).
     Roster,
+    /// A snapshot was installed in this shard group (others ignore it): see `reload`.
+    Reload(GroupId),
 }
 
 enum SubState {
@@ -698,8 +723,15 @@ impl RoomActor {
         ctx: &mut Context<Self>,
     ) -> Result<(Seq, u64), ApiError> {
         let id = sub.id;
-        // After a snapshot install the view is ahead of the events this actor has seen.
-        let moderation = self.moderation.max(self.view.moderation(self.room_id));
+        if !self.view.usable() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this node's copy of the room is being repaired; try another node",
+            ));
+        }
+        // Only moderations whose events this actor has seen: one whose frames are still on
+        // their way reaches the subscriber live, after what it is answered now.
+        let moderation = self.moderation;
         // Moderations a client with messages up to `after` has not seen (only a client that
         // holds messages can have missed one).
         let moderated = match (after, moderated_after) {
@@ -872,14 +904,15 @@ impl RoomActor {
         }
     }
 
-    /// Read the next page of moderations after `from` for a catching-up subscriber.
+    /// Read the next page of moderations after `from`, up to the count the subscription was
+    /// answered with (later ones come live), for a catching-up subscriber.
     fn read_moderated(&mut self, c: CatchUp, from: u64, ctx: &mut Context<Self>) {
         let view = self.view.clone();
         let (room_id, room) = (self.room_id, self.room.clone());
         let limit = self.limits.subscribe_backlog_max as usize;
-        let after = c.after;
+        let (after, through) = (c.after, c.moderated.map_or(from, |(_, target)| target));
         let read = async move {
-            view.moderated_since(room_id, room, from, after, limit)
+            view.moderated_since(room_id, room, from, through, after, limit)
                 .await
         };
         ctx.spawn(read.into_actor(self).map(move |res, act, ctx| {
@@ -928,7 +961,7 @@ impl RoomActor {
             };
             return self.read_moderated(next, reached, ctx);
         }
-        let end = target.max(reached);
+        let end = target;
         if told < end {
             // Nothing more of the client's changed: say how far that holds, so it does not ask
             // again.
@@ -939,6 +972,20 @@ impl RoomActor {
             }
         }
         self.go_live(c.id);
+    }
+
+    /// Start over from the shard's state after a snapshot install: the events of what it
+    /// brought never come, so every subscriber resumes from storage.
+    fn reload(&mut self) {
+        self.last = self.view.last_seq(self.room_id);
+        self.moderation = self.view.moderation(self.room_id);
+        tracing::info!(room = %self.room, last = %self.last, moderation = self.moderation, "a snapshot was installed: subscribers resume");
+        let ids: Vec<u64> = self.subs.keys().copied().collect();
+        for id in ids {
+            if let Some(s) = self.remove_sub(id) {
+                s.sub.lagged.mark(&self.room, s.sent);
+            }
+        }
     }
 
     /// End a catch-up: the frames held meanwhile go out, then live delivery.
@@ -993,6 +1040,11 @@ impl Handler<RoomMsg> for RoomActor {
                 self.roster_dirty = true;
             }
             RoomMsg::Roster => self.roster_dirty = true,
+            RoomMsg::Reload(group) => {
+                if group == self.view.group() {
+                    self.reload();
+                }
+            }
         }
         self.refresh_roster();
     }

@@ -555,7 +555,7 @@ mod tests {
                     room_id: room,
                     seqs: messages.iter().map(|m| m.seq).collect(),
                 },
-                crate::store::sm::Applied::Posted(..) => panic!("no post applied"),
+                other => panic!("only a removal expected: {other:?}"),
             })
             .collect();
         let me = index.clone();

@@ -144,6 +144,7 @@ async fn moderation_in_the_same_batch_as_the_posts_sees_them_and_keeps_their_pla
         .iter()
         .map(|e| match e {
             Applied::Posted(_, m) => format!("post {}", m.seq),
+            Applied::Installed(_) => "install".into(),
             Applied::Replaced { messages, .. } => format!("replace {}", messages[0].seq),
         })
         .collect();
@@ -248,7 +249,7 @@ async fn each_moderation_that_changes_a_room_is_counted_and_logged_for_resuming_
                 messages,
                 ..
             } => Some((moderation, messages.iter().map(|m| m.seq.0).collect())),
-            Applied::Posted(..) => None,
+            Applied::Posted(..) | Applied::Installed(_) => None,
         })
         .collect();
     // The second sees the replaced texts, no longer "red": only "blue two" changes.
@@ -258,7 +259,7 @@ async fn each_moderation_that_changes_a_room_is_counted_and_logged_for_resuming_
         let view = shard.view.clone();
         async move {
             let page = view
-                .moderated_since(ROOM, "r".into(), count, Seq(upto), 100)
+                .moderated_since(ROOM, "r".into(), count, u64::MAX, Seq(upto), 100)
                 .await
                 .unwrap();
             assert!(!page.more);
@@ -285,7 +286,7 @@ async fn each_moderation_that_changes_a_room_is_counted_and_logged_for_resuming_
     // A page stops once it holds the limit, after a whole moderation.
     let page = shard
         .view
-        .moderated_since(ROOM, "r".into(), 0, Seq(4), 1)
+        .moderated_since(ROOM, "r".into(), 0, u64::MAX, Seq(4), 1)
         .await
         .unwrap();
     let counts: Vec<(u64, usize)> = page
@@ -294,6 +295,14 @@ async fn each_moderation_that_changes_a_room_is_counted_and_logged_for_resuming_
         .map(|(c, m)| (*c, m.len()))
         .collect();
     assert_eq!((counts, page.more), (vec![(1, 2)], true));
+    // Only up to the count asked for.
+    let page = shard
+        .view
+        .moderated_since(ROOM, "r".into(), 0, 1, Seq(4), 100)
+        .await
+        .unwrap();
+    let counts: Vec<u64> = page.moderations.iter().map(|(c, _)| *c).collect();
+    assert_eq!((counts, page.more), (vec![1], false));
 
     // The counts survive a reopen.
     let (_, reopened) = StateMachine::open_shard(shard.store.clone(), GroupId(1), None)

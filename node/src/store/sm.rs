@@ -65,6 +65,8 @@ pub enum Applied {
         moderation: u64,
         messages: Vec<Message>,
     },
+    /// A snapshot replaced the shard's state: what it brought has no events of its own.
+    Installed(GroupId),
 }
 
 /// Changes of consecutive entries, written to sled together.
@@ -194,21 +196,32 @@ impl ShardView {
         heads.get(&room).map_or(Seq::ZERO, |h| h.last_seq)
     }
 
+    /// The shard's group.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// False once a snapshot install failed part-way (see [`check_usable`]).
+    pub fn usable(&self) -> bool {
+        !self.unusable.load(Ordering::Acquire)
+    }
+
     /// How many moderations changed messages of `room` so far (as applied on this replica).
     pub fn moderation(&self, room: u64) -> u64 {
         let counts = self.moderations.read().unwrap_or_else(|e| e.into_inner());
         counts.get(&room).copied().unwrap_or(0)
     }
 
-    /// The moderations of `room` after `count`, in order, each with the current form of the
-    /// messages up to `upto` it changed (none, if it changed only later ones). Stops after the
-    /// moderation that brings the messages to `limit` or more, or after `limit` moderations:
-    /// `more` says whether later ones remain.
+    /// The moderations of `room` after `count` and up to `through`, in order, each with the
+    /// current form of the messages up to `upto` it changed (none, if it changed only later
+    /// ones). Stops after the moderation that brings the messages to `limit` or more, or after
+    /// `limit` moderations: `more` says whether later ones remain.
     pub async fn moderated_since(
         &self,
         room_id: u64,
         room: String,
         count: u64,
+        through: u64,
         upto: Seq,
         limit: usize,
     ) -> Result<ModeratedPage, StorageError> {
@@ -219,19 +232,21 @@ impl ShardView {
             let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
             check_usable(&unusable, group)?;
             let start = keys::moderation(group, room_id, Some(count.saturating_add(1)));
-            let prefix = keys::moderation(group, room_id, None);
+            let end = keys::moderation(group, room_id, Some(through.saturating_add(1)));
             let mut page = ModeratedPage::default();
             let mut messages = 0;
-            for kv in store.sm.range(start..) {
+            for kv in store.sm.range(start..end) {
                 let (k, v) = kv.map_err(read_err)?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
                 if messages >= limit || page.moderations.len() >= limit {
                     page.more = true;
                     break;
                 }
-                let counted = keys::moderation_count(&k).unwrap_or(0);
+                let counted = keys::moderation_count(&k).ok_or_else(|| {
+                    read_err(StoreError::Corrupt {
+                        key: keys::describe(&k),
+                        reason: "short moderation key".into(),
+                    })
+                })?;
                 let changed: Vec<u64> = decode_stored(&k, &v)?;
                 let mut now = Vec::new();
                 for seq in changed.into_iter().filter(|s| *s <= upto.0) {
@@ -1199,6 +1214,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let installed = blocking(move || inner.install_blocking(&meta, received)).await;
         if installed.is_err() {
             self.inner.store.note_failed(self.inner.group);
+        }
+        if let (
+            Ok(()),
+            Kind::Shard {
+                applied_tx: Some(tx),
+                ..
+            },
+        ) = (&installed, &self.inner.kind)
+        {
+            // In order with the applied events: room actors start over from the new state.
+            let _ = tx.send(vec![Applied::Installed(self.inner.group)]).await;
         }
         installed
     }
