@@ -326,6 +326,62 @@ async fn t40_a_resume_after_many_moderations_gets_them_all_in_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t40_joining_a_long_room_that_keeps_no_history_goes_live_from_now() {
+    init_tracing();
+    let tc = TestCluster::start_with(3, |c| c.limits.subscribe_backlog_max = 2).await;
+    let admin = tc.client(0).await;
+    admin
+        .category_create(CategorySpec {
+            name: "ephemeral".into(),
+            description: String::new(),
+            allowed: vec![Principal::Everyone],
+            denied: vec![],
+            creators: vec![],
+            file_upload: false,
+            invitations: true,
+            chat_history: false,
+        })
+        .await
+        .expect("category");
+    admin
+        .room_create(RoomSpec {
+            name: "now".into(),
+            category: "ephemeral".into(),
+            description: String::new(),
+            privacy: Privacy::Open,
+            room_type: RoomType::Normal,
+            invitations: Invitations::Inherit,
+            addin: None,
+        })
+        .await
+        .expect("room");
+    for i in 0..5 {
+        admin
+            .post_with_id("now", "before", &format!("b{i}"), false)
+            .await
+            .expect("post");
+    }
+    let ann = user(&tc, "ann", 1).await;
+    let mut events = ann.events().expect("events");
+    let (shown, last) = ann
+        .join("now")
+        .await
+        .expect("join a room longer than the backlog limit");
+    assert!(shown.is_empty());
+    assert_eq!(last, Seq(5));
+    admin
+        .post_with_id("now", "after", "a0", false)
+        .await
+        .expect("post");
+    let live = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("delivered")
+        .expect("open");
+    assert!(format!("{live:?}").contains("after"), "{live:?}");
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t40_files_upload_on_one_node_and_download_checked_on_another() {
     init_tracing();
     let tc = TestCluster::start(3).await;

@@ -83,9 +83,13 @@ pub(super) async fn join(s: &Session, name: &str) -> Result<Response, ApiError> 
         .await
         .map_err(storage)?;
     // Live delivery resumes right after the last message returned, so nothing falls between.
-    let after = messages.last().map_or(Seq::ZERO, |m| m.seq);
-    let (last_seq, moderation) =
-        subscribe_room(s, &room, &view, Some(after), Some(moderated)).await?;
+    // With no history to show (not kept, or none asked for), it starts from now: a backlog
+    // from seq 0 would be refused once the room is longer than `subscribe_backlog_max`.
+    let after = match n {
+        0 => None,
+        _ => Some(messages.last().map_or(Seq::ZERO, |m| m.seq)),
+    };
+    let (last_seq, moderation) = subscribe_room(s, &room, &view, after, Some(moderated)).await?;
     Ok(Response::Joined {
         room: room.name,
         messages,
