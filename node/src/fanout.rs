@@ -249,16 +249,15 @@ impl Fanout {
         }
     }
 
+    fn room_actors(&self) -> Vec<Addr<RoomActor>> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.values().cloned().collect()
+    }
+
     /// Every room actor of `group` starts over from the state a snapshot installed. Sent after
     /// the deliveries before it, so each actor has seen every event it will ever get for it.
     async fn reload_rooms(&self, group: GroupId) {
-        let rooms: Vec<Addr<RoomActor>> = self
-            .rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let rooms = self.room_actors();
         for addr in rooms {
             let _ = addr.send(RoomMsg::Reload(group)).await;
         }
@@ -294,13 +293,7 @@ impl Fanout {
     async fn recheck_on_changes(self) {
         let mut changes = self.meta.subscribe();
         while changes.changed().await.is_ok() {
-            let rooms: Vec<Addr<RoomActor>> = self
-                .rooms
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect();
+            let rooms = self.room_actors();
             for addr in rooms {
                 // A full mailbox is busy delivering; its next recheck comes with the next change.
                 let _ = addr.try_send(RoomMsg::Recheck);

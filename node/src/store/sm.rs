@@ -180,6 +180,23 @@ pub struct ShardView {
 }
 
 impl ShardView {
+    /// Run `f` on the blocking pool with the shard's rows readable: not while a snapshot
+    /// install replaces them, nor after one failed part-way.
+    async fn with_rows<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let store = self.store.clone();
+        let (installing, unusable, group) =
+            (self.installing.clone(), self.unusable.clone(), self.group);
+        blocking(move || {
+            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
+            check_usable(&unusable, group)?;
+            f(&store)
+        })
+        .await
+    }
+
     /// Every room of the shard with its head.
     pub fn heads(&self) -> Vec<(u64, RoomHead)> {
         let heads = self.heads.read().unwrap_or_else(|e| e.into_inner());
@@ -225,12 +242,8 @@ impl ShardView {
         upto: Seq,
         limit: usize,
     ) -> Result<ModeratedPage, StorageError> {
-        let store = self.store.clone();
         let group = self.group;
-        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
-        blocking(move || {
-            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
-            check_usable(&unusable, group)?;
+        self.with_rows(move |store| {
             let start = keys::moderation(group, room_id, Some(count.saturating_add(1)));
             let end = keys::moderation(group, room_id, Some(through.saturating_add(1)));
             let mut page = ModeratedPage::default();
@@ -275,12 +288,8 @@ impl ShardView {
         limit: usize,
         newest: bool,
     ) -> Result<Vec<Message>, StorageError> {
-        let store = self.store.clone();
         let group = self.group;
-        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
-        blocking(move || {
-            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
-            check_usable(&unusable, group)?;
+        self.with_rows(move |store| {
             if before.0 <= after.0.saturating_add(1) {
                 return Ok(Vec::new());
             }
@@ -320,12 +329,8 @@ impl ShardView {
         room: String,
         file_id: String,
     ) -> Result<Option<(FileRecord, Message)>, StorageError> {
-        let store = self.store.clone();
         let group = self.group;
-        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
-        blocking(move || {
-            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
-            check_usable(&unusable, group)?;
+        self.with_rows(move |store| {
             let key = keys::file(group, room_id, &file_id);
             let Some(v) = store.sm.get(&key).map_err(read_err)? else {
                 return Ok(None);
@@ -350,12 +355,8 @@ impl ShardView {
         offset: u64,
         limit: usize,
     ) -> Result<Vec<u8>, StorageError> {
-        let store = self.store.clone();
         let group = self.group;
-        let (installing, unusable) = (self.installing.clone(), self.unusable.clone());
-        blocking(move || {
-            let _rows = installing.read().unwrap_or_else(|e| e.into_inner());
-            check_usable(&unusable, group)?;
+        self.with_rows(move |store| {
             let mut out = Vec::with_capacity(limit.min(1 << 20));
             // Chunks have a fixed size, so the page starts in chunk offset / size.
             let chunk = crate::net::session::STORED_CHUNK_BYTES as u64;
