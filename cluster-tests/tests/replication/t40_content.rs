@@ -68,6 +68,17 @@ async fn resume(
 }
 
 async fn category_and_room(admin: &Client, category: &str, room: &str, file_upload: bool) {
+    category_and_room_keeping(admin, category, room, file_upload, true).await;
+}
+
+/// A category and a room in it; `chat_history`: whether the category keeps history.
+async fn category_and_room_keeping(
+    admin: &Client,
+    category: &str,
+    room: &str,
+    file_upload: bool,
+    chat_history: bool,
+) {
     admin
         .category_create(CategorySpec {
             name: category.into(),
@@ -77,7 +88,7 @@ async fn category_and_room(admin: &Client, category: &str, room: &str, file_uplo
             creators: vec![],
             file_upload,
             invitations: true,
-            chat_history: true,
+            chat_history,
         })
         .await
         .expect("category");
@@ -330,31 +341,7 @@ async fn t40_joining_a_long_room_that_keeps_no_history_goes_live_from_now() {
     init_tracing();
     let tc = TestCluster::start_with(3, |c| c.limits.subscribe_backlog_max = 2).await;
     let admin = tc.client(0).await;
-    admin
-        .category_create(CategorySpec {
-            name: "ephemeral".into(),
-            description: String::new(),
-            allowed: vec![Principal::Everyone],
-            denied: vec![],
-            creators: vec![],
-            file_upload: false,
-            invitations: true,
-            chat_history: false,
-        })
-        .await
-        .expect("category");
-    admin
-        .room_create(RoomSpec {
-            name: "now".into(),
-            category: "ephemeral".into(),
-            description: String::new(),
-            privacy: Privacy::Open,
-            room_type: RoomType::Normal,
-            invitations: Invitations::Inherit,
-            addin: None,
-        })
-        .await
-        .expect("room");
+    category_and_room_keeping(&admin, "ephemeral", "now", false, false).await;
     for i in 0..5 {
         admin
             .post_with_id("now", "before", &format!("b{i}"), false)
