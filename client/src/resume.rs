@@ -89,6 +89,11 @@ impl RoomCursor {
         self.inflight.is_some()
     }
 
+    /// The client has received every moderation up to `count`; the count never goes back.
+    fn note_moderation(&mut self, count: u64) {
+        self.moderation = Some(self.moderation.map_or(count, |m| m.max(count)));
+    }
+
     fn note_ignored(&mut self, seq: Seq) {
         self.ignored_max = Some(self.ignored_max.map_or(seq, |m| m.max(seq)));
     }
@@ -174,7 +179,7 @@ impl Resume {
         cursor.restarting = false;
         // The node sends, before later frames, what moderations up to this count changed in the
         // messages we hold (or there are none to change).
-        cursor.moderation = Some(cursor.moderation.map_or(moderation, |m| m.max(moderation)));
+        cursor.note_moderation(moderation);
         // Without a cursor (first subscribe without `after`) the node starts live delivery after
         // `last_seq`. A join hands the messages up to `last_seq` to its caller and goes live after
         // it. After `Subscribe { after }` the backlog covers everything up to `last_seq`, whether
@@ -260,7 +265,7 @@ impl Resume {
     /// The node sent `Replaced` for `room`, reaching moderation count `moderation`.
     pub fn on_replaced(&mut self, room: &str, moderation: u64) {
         if let Some(c) = self.rooms.get_mut(room).filter(|c| !c.restarting) {
-            c.moderation = Some(c.moderation.map_or(moderation, |m| m.max(moderation)));
+            c.note_moderation(moderation);
         }
     }
 

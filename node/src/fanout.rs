@@ -630,11 +630,20 @@ impl RoomActor {
         false
     }
 
-    /// Cut a subscriber from live delivery and tell its session where it stopped.
+    /// Cut a subscriber from live delivery and tell its session where it stopped: it resumes
+    /// from storage.
     fn cut_lagged(&mut self, id: u64) {
         if let Some(s) = self.remove_sub(id) {
-            tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "slow subscriber cut from live delivery");
+            tracing::debug!(room = %self.room, subscriber = id, after = %s.sent, "subscriber cut from live delivery");
             s.sub.lagged.mark(&self.room, s.sent);
+        }
+    }
+
+    /// Cut every subscriber: what this actor delivers no longer follows from what they had.
+    fn cut_all(&mut self) {
+        let ids: Vec<u64> = self.subs.keys().copied().collect();
+        for id in ids {
+            self.cut_lagged(id);
         }
     }
 
@@ -648,12 +657,7 @@ impl RoomActor {
                     if seq != self.last.next() {
                         // Cannot happen by construction; if it does, everyone resumes from storage.
                         tracing::error!(room = %self.room, expected = %self.last.next(), got = %seq, "gap in committed messages");
-                        let ids: Vec<u64> = self.subs.keys().copied().collect();
-                        for id in ids {
-                            if let Some(s) = self.remove_sub(id) {
-                                s.sub.lagged.mark(&self.room, s.sent);
-                            }
-                        }
+                        self.cut_all();
                     }
                     self.last = seq;
                     self.deliver(Some(seq), frame);
@@ -662,15 +666,10 @@ impl RoomActor {
                 // may get the event too; one that read the old version always gets it after.
                 Delivery::Replaced { moderation, frames } => {
                     if moderation > self.moderation + 1 {
-                        // Moderations this actor never saw (a snapshot install): subscribers
-                        // resume and are sent them from storage.
-                        tracing::warn!(room = %self.room, expected = self.moderation + 1, got = moderation, "gap in moderation counts");
-                        let ids: Vec<u64> = self.subs.keys().copied().collect();
-                        for id in ids {
-                            if let Some(s) = self.remove_sub(id) {
-                                s.sub.lagged.mark(&self.room, s.sent);
-                            }
-                        }
+                        // Cannot happen by construction (an install reloads the actor first);
+                        // if it does, everyone resumes and is sent the missed ones from storage.
+                        tracing::error!(room = %self.room, expected = self.moderation + 1, got = moderation, "gap in moderation counts");
+                        self.cut_all();
                     }
                     self.moderation = self.moderation.max(moderation);
                     for frame in frames {
@@ -839,20 +838,21 @@ impl RoomActor {
         }
     }
 
-    /// Whether subscriber `c.id` is still catching up in the subscription `c` started.
-    fn catching_up(&self, c: &CatchUp) -> bool {
-        matches!(
-            self.subs.get(&c.id).map(|s| &s.state),
-            Some(SubState::CatchingUp { generation, .. }) if *generation == c.generation
-        )
+    /// The backlog's last seq, if subscriber `c.id` is still catching up in the subscription
+    /// `c` started (not gone, nor replaced by a newer one).
+    fn catching_up(&self, c: &CatchUp) -> Option<Seq> {
+        match self.subs.get(&c.id).map(|s| &s.state) {
+            Some(SubState::CatchingUp {
+                upto, generation, ..
+            }) if *generation == c.generation => Some(*upto),
+            _ => None,
+        }
     }
 
     /// Fail a catch-up: the subscriber resumes from storage later.
     fn catch_up_failed(&mut self, id: u64, e: crate::raft::StorageError) {
         tracing::error!(room = %self.room, error = %e, "cannot read a subscriber's catch-up");
-        if let Some(s) = self.remove_sub(id) {
-            s.sub.lagged.mark(&self.room, s.sent);
-        }
+        self.cut_lagged(id);
     }
 
     fn backlog_loaded(
@@ -861,16 +861,12 @@ impl RoomActor {
         res: Result<Vec<ChatMessage>, crate::raft::StorageError>,
         ctx: &mut Context<Self>,
     ) {
-        if !self.catching_up(&c) {
-            return; // gone, or a newer subscription replaced this one
-        }
+        let Some(upto) = self.catching_up(&c) else {
+            return;
+        };
         let backlog = match res {
             Ok(b) => b,
             Err(e) => return self.catch_up_failed(c.id, e),
-        };
-        let upto = match self.subs.get(&c.id).map(|s| &s.state) {
-            Some(SubState::CatchingUp { upto, .. }) => *upto,
-            _ => return,
         };
         for m in backlog {
             let seq = m.seq;
@@ -891,19 +887,19 @@ impl RoomActor {
                 }
             }
         }
-        match c.moderated {
-            Some((from, _)) => self.read_moderated(c, from, ctx),
-            None => self.go_live(c.id),
-        }
+        self.read_moderated(c, ctx);
     }
 
-    /// Read the next page of moderations after `from`, up to the count the subscription was
-    /// answered with (later ones come live), for a catching-up subscriber.
-    fn read_moderated(&mut self, c: CatchUp, from: u64, ctx: &mut Context<Self>) {
+    /// Read the next page of the moderations a catching-up subscriber misses: after the count it
+    /// has, up to the actor's count at subscribe (later ones come live). Without any, go live.
+    fn read_moderated(&mut self, c: CatchUp, ctx: &mut Context<Self>) {
+        let Some((from, through)) = c.moderated else {
+            return self.go_live(c.id);
+        };
         let view = self.view.clone();
         let (room_id, room) = (self.room_id, self.room.clone());
         let limit = self.limits.subscribe_backlog_max as usize;
-        let (after, through) = (c.after, c.moderated.map_or(from, |(_, target)| target));
+        let after = c.after;
         let read = async move {
             view.moderated_since(room_id, room, from, through, after, limit)
                 .await
@@ -915,15 +911,15 @@ impl RoomActor {
     }
 
     /// Send a page of moderations: every `Replaced` frame carries the count the client has
-    /// fully received with it. Then read the next page, or end the catch-up with the count the
-    /// subscription was answered with.
+    /// fully received with it. Then read the next page, or end the catch-up with the actor's count
+    /// at subscribe.
     fn moderated_loaded(
         &mut self,
         c: CatchUp,
         res: Result<ModeratedPage, crate::raft::StorageError>,
         ctx: &mut Context<Self>,
     ) {
-        if !self.catching_up(&c) {
+        if self.catching_up(&c).is_none() {
             return;
         }
         let page = match res {
@@ -952,13 +948,12 @@ impl RoomActor {
                 moderated: Some((reached, target)),
                 ..c
             };
-            return self.read_moderated(next, reached, ctx);
+            return self.read_moderated(next, ctx);
         }
-        let end = target;
-        if told < end {
+        if told < target {
             // Nothing more of the client's changed: say how far that holds, so it does not ask
             // again.
-            for frame in replaced_frames(&self.room, end, &[], max) {
+            for frame in replaced_frames(&self.room, target, &[], max) {
                 if !self.push(c.id, None, frame) {
                     return;
                 }
@@ -973,12 +968,7 @@ impl RoomActor {
         self.last = self.view.last_seq(self.room_id);
         self.moderation = self.view.moderation(self.room_id);
         tracing::info!(room = %self.room, last = %self.last, moderation = self.moderation, "a snapshot was installed: subscribers resume");
-        let ids: Vec<u64> = self.subs.keys().copied().collect();
-        for id in ids {
-            if let Some(s) = self.remove_sub(id) {
-                s.sub.lagged.mark(&self.room, s.sent);
-            }
-        }
+        self.cut_all();
     }
 
     /// End a catch-up: the frames held meanwhile go out, then live delivery.
@@ -1000,7 +990,7 @@ impl RoomActor {
 }
 
 /// A subscriber's catch-up in progress: which subscription, its cursor, and for moderations
-/// the count the client has received so far and the count it was answered with.
+/// the count the client has received so far and the actor's count at subscribe.
 #[derive(Clone, Copy)]
 struct CatchUp {
     id: u64,

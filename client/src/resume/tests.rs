@@ -23,7 +23,7 @@ fn live(r: &mut Resume, room: &str, last: u64) {
 }
 
 #[test]
-fn the_moderation_count_seen_goes_with_every_resume_and_an_own_start_forgets_it() {
+fn the_moderation_count_seen_goes_with_every_resume_and_an_own_start_asks_from_zero() {
     let mut r = Resume::new();
     assert_eq!(r.moderated_after("a"), None, "untracked");
     let (t, _) = r.begin("a", None, Begin::Subscribe);

@@ -546,10 +546,7 @@ async fn snapshots_live_in_files_replace_each_other_and_install_elsewhere() {
     use tokio::io::AsyncReadExt;
 
     let mut a = Shard::new().await;
-    let posts = (0..40)
-        .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", &format!("m{i}"), i)]))
-        .collect();
-    a.apply(posts).await;
+    a.apply(red_posts(0, 40)).await;
     let (first, _) = a.build_snapshot().await;
     assert_eq!(a.snapshot_files().len(), 1);
     a.apply(one_post("late", "bob", "after", 99)).await;
@@ -597,7 +594,7 @@ async fn snapshots_live_in_files_replace_each_other_and_install_elsewhere() {
     );
 }
 
-/// One entry per post, `from..to`.
+/// Posts `from..to` by ann, one entry each, with the text `red {i}`.
 fn red_posts(from: u64, to: u64) -> Vec<Command> {
     (from..to)
         .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", &format!("red {i}"), i)]))
@@ -634,18 +631,17 @@ async fn a_snapshot_built_while_entries_apply_is_the_state_at_its_own_index() {
 #[tokio::test]
 async fn a_snapshot_holds_the_rows_of_its_cut_while_applies_go_on_during_its_scan() {
     use tokio::io::AsyncReadExt;
-    let posts = red_posts;
     // `reference` applies only what comes before the cut.
     let mut reference = Shard::new().await;
-    reference.apply(posts(0, 30)).await;
+    reference.apply(red_posts(0, 30)).await;
 
     let mut a = Shard::new().await;
-    a.apply(posts(0, 30)).await;
+    a.apply(red_posts(0, 30)).await;
     let cut = a.sm.take_cut_for_test();
     // While the build would scan: new posts (new keys), a retry (a dedup hit), a moderation
     // (changed messages, new originals, a moderation log row) and new heads.
-    a.apply(posts(30, 45)).await;
-    a.apply(posts(3, 4)).await;
+    a.apply(red_posts(30, 45)).await;
+    a.apply(red_posts(3, 4)).await;
     a.apply(vec![moderate(
         keywords(&["red"], KeywordMatch::Any),
         ModerationAction::Remove,
@@ -675,10 +671,7 @@ async fn an_install_a_crash_interrupted_is_finished_when_the_shard_opens() {
     use super::snapfile::{Rows, SnapshotWriter, StoredSnapshot};
     let g = GroupId(1);
     let mut a = Shard::new().await;
-    let posts = (0..30)
-        .map(|i| Command::Posts(vec![post(&format!("c{i}"), "ann", &format!("m{i}"), i)]))
-        .collect();
-    a.apply(posts).await;
+    a.apply(red_posts(0, 30)).await;
     let (meta, bytes) = a.build_snapshot().await;
 
     // b crashed installing it: the received rows were copied to a file of its own and the

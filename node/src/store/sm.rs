@@ -53,6 +53,16 @@ fn check_usable(unusable: &AtomicBool, group: GroupId) -> Result<(), StorageErro
     Ok(())
 }
 
+/// The count of a moderation-log key.
+fn moderation_count(key: &[u8]) -> Result<u64, StorageError> {
+    keys::moderation_count(key).ok_or_else(|| {
+        read_err(StoreError::Corrupt {
+            key: keys::describe(key),
+            reason: "short moderation key".into(),
+        })
+    })
+}
+
 /// What a shard applied, in log order, for live fan-out and the search index.
 #[derive(Debug, Clone)]
 pub enum Applied {
@@ -254,12 +264,7 @@ impl ShardView {
                     page.more = true;
                     break;
                 }
-                let counted = keys::moderation_count(&k).ok_or_else(|| {
-                    read_err(StoreError::Corrupt {
-                        key: keys::describe(&k),
-                        reason: "short moderation key".into(),
-                    })
-                })?;
+                let counted = moderation_count(&k)?;
                 let changed: Vec<u64> = decode_stored(&k, &v)?;
                 let mut now = Vec::new();
                 for seq in changed.into_iter().filter(|s| *s <= upto.0) {
@@ -541,7 +546,7 @@ impl Inner {
                     let prefix = keys::moderation(self.group, *room, None);
                     if let Some(kv) = self.store.sm.scan_prefix(&prefix).next_back() {
                         let (k, _) = kv.map_err(read_err)?;
-                        moderations.insert(*room, keys::moderation_count(&k).unwrap_or(0));
+                        moderations.insert(*room, moderation_count(&k)?);
                     }
                 }
                 *view.moderations.write().unwrap_or_else(|e| e.into_inner()) = moderations;
@@ -750,8 +755,8 @@ impl Inner {
             .iter()
             .map(|(id, h)| (*id, h.name.clone()))
             .collect();
-        // Per room, in key order: its seqs changed and their new form.
-        let mut changed: Vec<(u64, Vec<u64>, Vec<Message>)> = Vec::new();
+        // Per room, in key order: the new form of the messages changed.
+        let mut changed: Vec<(u64, Vec<Message>)> = Vec::new();
         let mut count = 0u64;
         for kv in self
             .store
@@ -782,14 +787,12 @@ impl Inner {
             let name = names.get(&room_id).map_or("", String::as_str);
             let message = new.into_message(name, Seq(seq));
             match changed.last_mut() {
-                Some((r, seqs, ms)) if *r == room_id => {
-                    seqs.push(seq);
-                    ms.push(message);
-                }
-                _ => changed.push((room_id, vec![seq], vec![message])),
+                Some((r, ms)) if *r == room_id => ms.push(message),
+                _ => changed.push((room_id, vec![message])),
             }
         }
-        for (room, seqs, messages) in changed {
+        for (room, messages) in changed {
+            let seqs: Vec<u64> = messages.iter().map(|m| m.seq.0).collect();
             // Each room counts its moderations and logs what each changed, so a client that
             // was away can be sent it (`ShardView::moderated_since`).
             let counted = match seg.moderations.get(&room) {
