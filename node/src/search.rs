@@ -540,6 +540,7 @@ mod tests {
                     ..Default::default()
                 },
                 action: stoa_proto::ModerationAction::Remove,
+                checked_at: 0,
             })
         };
         sm.apply(vec![entry(2, remove(&["hunter2"]))])
