@@ -174,3 +174,100 @@ async fn t20_compacted_logs_a_node_behind_catches_up_by_snapshot_and_restarts_ke
     assert_eq!(again.seq, expected[17].seq);
     tc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t20_a_subscriber_on_a_node_that_installs_a_snapshot_misses_nothing() {
+    use stoa_proto::{KeywordMatch, MessageFilter, ModerateOp, ModerationAction};
+    init_tracing();
+    let tc = TestCluster::start_with(3, |c| {
+        c.raft.snapshot_logs_since_last = 20;
+        c.raft.logs_kept_after_snapshot = 5;
+        c.raft.log_segment_bytes = 64 << 10;
+    })
+    .await;
+    let c = tc.client(0).await;
+    for i in 0..10 {
+        c.post_with_id(ROOM, &format!("before {i}"), &format!("b{i}"), false)
+            .await
+            .expect("post");
+    }
+    let sub = tc.client(2).await;
+    let mut events = sub.events().expect("events");
+    let from = sub
+        .subscribe(ROOM, None)
+        .await
+        .expect("subscribe on node 3");
+    assert_eq!(from, stoa_client::Seq(10));
+
+    info!("--- node 3 is cut off from its peers (its client stays); the others compact past it");
+    tc.isolate(2);
+    let text = "x".repeat(1000);
+    for i in 0..300 {
+        let t = if i == 7 {
+            "marker".to_string()
+        } else {
+            format!("{text} {i}")
+        };
+        c.post_with_id(ROOM, &t, &format!("d{i}"), false)
+            .await
+            .expect("post with node 3 cut off");
+    }
+    // Changed while node 3 cannot see it: the subscriber learns it from the installed state.
+    let removed = c
+        .moderate(ModerateOp::Messages {
+            filter: MessageFilter {
+                room: Some(ROOM.into()),
+                keywords: vec!["marker".into()],
+                matching: KeywordMatch::Any,
+                ..Default::default()
+            },
+            action: ModerationAction::Remove,
+        })
+        .await
+        .expect("moderate");
+    assert_eq!(removed, 1);
+    for i in 300..400 {
+        c.post_with_id(ROOM, &format!("{text} {i}"), &format!("d{i}"), false)
+            .await
+            .expect("post with node 3 cut off");
+    }
+    eventually(
+        Duration::from_secs(30),
+        "node 1 deletes its first log segment once it is compacted",
+        || async { !log_segments(&tc, 0).contains(&"00000001.wal".to_string()) },
+    )
+    .await;
+    let expected = full_history(&c, ROOM).await;
+    assert_eq!(expected.len(), 410);
+
+    info!("--- node 3 rejoins: it installs a snapshot, and its subscriber resumes from storage");
+    tc.heal();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 400 {
+        let m = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of 400 messages after the install", seen.len()))
+            .expect("client open");
+        seen.push(m);
+    }
+    let seqs: Vec<u64> = seen.iter().map(|m| m.seq.0).collect();
+    assert_eq!(
+        seqs,
+        (11..=410).collect::<Vec<_>>(),
+        "gap-free, once each, in order"
+    );
+    // Each message as the subscriber last saw it: the stream's version, or a replacement of it
+    // sent afterwards (if it first read the message before the moderation was applied).
+    for m in sub.replaced() {
+        if let Some(s) = seen.iter_mut().find(|s| s.seq == m.seq) {
+            *s = m;
+        }
+    }
+    assert_eq!(
+        seen,
+        expected[10..],
+        "the subscriber ends with the cluster's history"
+    );
+    tc.shutdown().await;
+}
