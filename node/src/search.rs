@@ -540,7 +540,6 @@ mod tests {
                     ..Default::default()
                 },
                 action: stoa_proto::ModerationAction::Remove,
-                checked_at: 0,
             })
         };
         sm.apply(vec![entry(2, remove(&["hunter2"]))])

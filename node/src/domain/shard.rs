@@ -106,18 +106,6 @@ pub struct PostContext<'a> {
     pub fence: u64,
 }
 
-/// The refusal of a command whose rights were checked against the directory at meta index
-/// `checked_at`, when a change that may have revoked them was fenced into the shard since
-/// (`fence`): the proposing node checks again and sends it anew.
-pub fn fenced_out(checked_at: u64, fence: u64) -> Option<ApiError> {
-    (checked_at < fence).then(|| {
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "the directory changed while this command was on its way; send it again",
-        )
-    })
-}
-
 /// Decide one post.
 ///
 /// The right to post is checked by the proposing node against its replica of the directory, at
@@ -129,8 +117,11 @@ pub fn decide_post(ctx: PostContext<'_>, post: &ProposedPost) -> PostDecision {
     if let Some(outcome) = ctx.earlier {
         return PostDecision::Duplicate(outcome);
     }
-    if let Some(e) = fenced_out(post.checked_at, ctx.fence) {
-        return PostDecision::Refuse(e);
+    if post.checked_at < ctx.fence {
+        return PostDecision::Refuse(ApiError::new(
+            ErrorCode::Unavailable,
+            "the directory changed while this post was on its way; send it again",
+        ));
     }
     if post.text.len() > TEXT_BYTES_MAX {
         return PostDecision::Refuse(ApiError::new(

@@ -53,9 +53,6 @@ pub struct Moderate {
     pub room_id: Option<u64>,
     pub filter: stoa_proto::MessageFilter,
     pub action: stoa_proto::ModerationAction,
-    /// The meta index the administrator's right was checked at: a fence above it sends the
-    /// command back, as for posts (`shard::fenced_out`).
-    pub checked_at: u64,
 }
 
 /// What applying a [`Command`] answered, one result per proposed item.

@@ -90,15 +90,10 @@ fn post(cid: &str, author: &str, text: &str, ts_ms: u64) -> ProposedPost {
 }
 
 fn moderate(filter: MessageFilter, action: ModerationAction) -> Command {
-    moderate_checked_at(filter, action, 0)
-}
-
-fn moderate_checked_at(filter: MessageFilter, action: ModerationAction, at: u64) -> Command {
     Command::Moderate(Moderate {
         room_id: Some(ROOM),
         filter,
         action,
-        checked_at: at,
     })
 }
 
@@ -462,39 +457,6 @@ async fn a_fence_sends_back_posts_checked_against_an_older_directory_and_survive
     assert!(matches!(&r[0], Err(e) if e.code == ErrorCode::Unavailable));
     assert!(r[1].is_ok());
     drop(dir);
-}
-
-#[tokio::test]
-async fn a_fence_sends_back_a_moderation_checked_against_an_older_directory() {
-    let mut shard = Shard::new().await;
-    let spam = || keywords(&["spam"], KeywordMatch::Any);
-    let results = shard
-        .apply(vec![
-            Command::Posts(vec![post("a", "ann", "spam", 1)]),
-            Command::Fence { meta_index: 5 },
-            moderate_checked_at(spam(), ModerationAction::Remove, 4),
-        ])
-        .await;
-    assert!(
-        matches!(&results[2], CommandResult::Moderated(Err(e)) if e.code == ErrorCode::Unavailable),
-        "{results:?}"
-    );
-    let stored = shard.messages().await;
-    assert!(
-        stored[0].moderated.is_none(),
-        "a refused moderation changes nothing"
-    );
-    assert_eq!(shard.view.moderation(ROOM), 0);
-
-    let results = shard
-        .apply(vec![moderate_checked_at(
-            spam(),
-            ModerationAction::Remove,
-            5,
-        )])
-        .await;
-    assert_eq!(results[0], CommandResult::Moderated(Ok(1)));
-    assert_eq!(shard.view.moderation(ROOM), 1);
 }
 
 #[tokio::test]

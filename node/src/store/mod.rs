@@ -69,9 +69,8 @@ pub enum StoreError {
 /// The layout of stored values. Bump it when a stored type changes shape: bincode values carry no
 /// field names, so an old value would decode into garbage or fail deep inside Raft.
 /// Format 2: messages carry moderation and files. Format 3: the Raft log left sled for the WAL.
-/// Format 4: snapshot data left sled for files of their own. Format 5: moderation entries carry
-/// the meta index their right was checked at.
-pub const FORMAT: u32 = 5;
+/// Format 4: snapshot data left sled for files of their own.
+pub const FORMAT: u32 = 4;
 const FORMAT_KEY: &[u8] = b"stoa-storage-format";
 
 /// How long a purge waits for the state machine to hold what it purges (a snapshot being

@@ -8,7 +8,7 @@ use super::{blocking, decode_stored, encode_stored, keys, read_err, write_err, S
 use crate::domain::meta::MetaState;
 use crate::domain::moderation;
 use crate::domain::shard::{
-    self, decide_post, FileChunk, FileRecord, PostContext, PostDecision, PostOutcome, ProposedPost,
+    decide_post, FileChunk, FileRecord, PostContext, PostDecision, PostOutcome, ProposedPost,
     RoomHead, StoredMessage,
 };
 use crate::raft::{
@@ -600,15 +600,7 @@ impl Inner {
                     None => CommandResult::Posts(vec![Err(wrong_group(self.group)); posts.len()]),
                 },
                 EntryPayload::Normal(Command::Moderate(m)) => match self.shard_view() {
-                    Some(view) => {
-                        let fence = seg.fence.unwrap_or_else(|| view.fence());
-                        match shard::fenced_out(m.checked_at, fence) {
-                            Some(e) => CommandResult::Moderated(Err(e)),
-                            None => {
-                                CommandResult::Moderated(Ok(self.moderate(view, &mut seg, &m)?))
-                            }
-                        }
-                    }
+                    Some(view) => CommandResult::Moderated(Ok(self.moderate(view, &mut seg, &m)?)),
                     None => CommandResult::Moderated(Err(wrong_group(self.group))),
                 },
                 EntryPayload::Normal(Command::FileChunk(c)) => match self.shard_view() {

@@ -8,9 +8,6 @@ use crate::raft::{Command, CommandResult, GroupId, Moderate};
 use crate::store::sm::MODERATED_PER_ENTRY_MAX;
 use stoa_proto::{ApiError, ErrorCode, MessageFilter, ModerateOp, ModerationAction, Response};
 
-/// Rounds sent back by a shard's fence that are checked and sent again before giving up.
-const FENCED_RETRIES_MAX: u32 = 3;
-
 pub(super) async fn moderate(s: &Session, op: ModerateOp) -> Result<Response, ApiError> {
     require_admin(s, "moderate messages")?;
     let (filter, action) = match op {
@@ -38,31 +35,17 @@ pub(super) async fn moderate(s: &Session, op: ModerateOp) -> Result<Response, Ap
         None => (1..=s.ctx.shards.len() as u32).map(|g| (g, None)).collect(),
     };
     let mut messages = 0;
-    let mut fenced = 0;
     for (shard, room_id) in targets {
         // A shard changes at most MODERATED_PER_ENTRY_MAX messages per entry, and never one the
         // action would leave as it is: send the command again until a round changes fewer.
         loop {
-            // The right is decided again with the shard's fence at apply time; every round is
-            // checked anew, so a right revoked meanwhile stops the rounds left.
-            let checked_at = s.ctx.meta.applied_index();
-            require_admin(s, "moderate messages")?;
             let cmd = Command::Moderate(Moderate {
                 room_id,
                 filter: filter.clone(),
                 action: action.clone(),
-                checked_at,
             });
             // Answer once this node shows the change, so the administrator's next read sees it.
             let n = match s.ctx.proposals.propose_and_see(GroupId(shard), cmd).await? {
-                // Fenced out: the directory changed on the way; check again (a few times, then
-                // the administrator sees `unavailable` and may send it again).
-                CommandResult::Moderated(Err(e))
-                    if e.code == ErrorCode::Unavailable && fenced < FENCED_RETRIES_MAX =>
-                {
-                    fenced += 1;
-                    continue;
-                }
                 CommandResult::Moderated(r) => r?,
                 other => {
                     return Err(ApiError::new(
