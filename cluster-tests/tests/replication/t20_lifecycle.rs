@@ -192,6 +192,17 @@ async fn t20_a_subscriber_on_a_node_that_installs_a_snapshot_misses_nothing() {
             .expect("post");
     }
     let sub = tc.client(2).await;
+    // Node 3 learns of the last commit a moment after node 1 acknowledged it.
+    eventually(
+        Duration::from_secs(10),
+        "node 3 has the first 10",
+        || async {
+            sub.history(ROOM, None, None, 20)
+                .await
+                .is_ok_and(|(h, _)| h.len() == 10)
+        },
+    )
+    .await;
     let mut events = sub.events().expect("events");
     let from = sub
         .subscribe(ROOM, None)
