@@ -114,6 +114,7 @@ fn a_full_file_parses() {
         [cluster]
         shards = 8
         bootstrap = true
+        spread_leaders = true
         peers = [
             { id = 1, addr = "10.0.0.1:7401" },
             { id = 2, addr = "10.0.0.2:7402" },
@@ -167,6 +168,7 @@ fn a_full_file_parses() {
         cluster: ClusterSection {
             shards: 8,
             bootstrap: true,
+            spread_leaders: true,
             peers: vec![
                 PeerConfig {
                     id: NodeId(1),

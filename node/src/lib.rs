@@ -11,6 +11,7 @@
 //! - [`presence`]: who is connected to which room, exchanged between nodes (rules in
 //!   [`domain::presence`]).
 //! - [`search`]: the tantivy index of messages, fed by applied messages, rebuilt from sled.
+//! - [`formation`]: forming a new cluster, with each group's first leader on another node.
 //! - [`node`]: assembling and running one node; [`dev`]: a local cluster in one process.
 
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it at every
@@ -21,6 +22,7 @@ pub mod compaction;
 pub mod dev;
 pub mod domain;
 pub mod fanout;
+pub mod formation;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -15,8 +15,6 @@ use crate::search::SearchIndex;
 use crate::store::log::LogStore;
 use crate::store::sm::{MetaView, ShardView, StateMachine};
 use crate::store::Store;
-use openraft::BasicNode;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -238,7 +236,10 @@ pub async fn start(config: NodeConfig, tls: NodeTls) -> Result<NodeHandle, NodeE
         me.0,
     )));
     if config.cluster.bootstrap {
-        bootstrap_groups(&config, &rafts).await?;
+        let handoffs = crate::formation::bootstrap_groups(&config, &rafts, &pool)
+            .await
+            .map_err(NodeError::Raft)?;
+        tasks.extend(handoffs);
         tasks.push(tokio::spawn(bootstrap_admin(
             ctx.clone(),
             data_dir.join(ADMIN_TOKEN_FILE),
@@ -323,36 +324,6 @@ async fn new_raft(
     )
     .await
     .map_err(|e| NodeError::Raft(format!("{group}: {e}")))
-}
-
-/// Initialize every group with the configured members, once (later starts find them initialized).
-async fn bootstrap_groups(config: &NodeConfig, rafts: &[Raft]) -> Result<(), NodeError> {
-    let members: BTreeMap<u64, BasicNode> = if config.cluster.peers.is_empty() {
-        BTreeMap::from([(
-            config.node.id.0,
-            BasicNode::new(config.node.listen.to_string()),
-        )])
-    } else {
-        config
-            .cluster
-            .peers
-            .iter()
-            .map(|p| (p.id.0, BasicNode::new(p.addr.to_string())))
-            .collect()
-    };
-    for (g, raft) in rafts.iter().enumerate() {
-        if raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?
-        {
-            continue;
-        }
-        raft.initialize(members.clone())
-            .await
-            .map_err(|e| NodeError::Raft(format!("initializing g{g}: {e}")))?;
-    }
-    Ok(())
 }
 
 /// Create the first administrator once the meta group commits, and leave its token in the data
@@ -464,6 +435,7 @@ async fn serve_connection(
                         rafts,
                         ctx.proposers.clone(),
                         ctx.fanout.clone(),
+                        Arc::new(crate::formation::initial_members(&ctx.config)),
                     )
                     .await
                 }

@@ -282,3 +282,42 @@ async fn t20_a_subscriber_on_a_node_that_installs_a_snapshot_misses_nothing() {
     );
     tc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t20_spread_leaders_gives_each_group_its_own_first_leader() {
+    init_tracing();
+    let tc = TestCluster::start_with(3, |c| c.cluster.spread_leaders = true).await;
+    // Group g's first leader is node g % 3 + 1 (ids in order): meta on 1, shard 1 on 2, shard 2
+    // on 3, each initialized by that node at the bootstrapping node's request.
+    let leaders = |i: usize| -> Vec<Option<u64>> {
+        let node = tc.cluster.nodes[i].as_ref().expect("running");
+        node.rafts
+            .iter()
+            .map(|r| r.metrics().borrow().current_leader)
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "every node sees leaders 1, 2, 3 for groups 0, 1, 2",
+        || async { (0..3).all(|i| leaders(i) == [Some(1), Some(2), Some(3)]) },
+    )
+    .await;
+
+    info!("--- posts commit through every leader and every node serves them");
+    let c = tc.client(0).await;
+    for i in 0..6 {
+        c.post_with_id(ROOM, &format!("m{i}"), &format!("m{i}"), false)
+            .await
+            .expect("post");
+    }
+    let expected = full_history(&c, ROOM).await;
+    assert_eq!(expected.len(), 6);
+    for i in 1..3 {
+        let ci = tc.client(i).await;
+        eventually(Duration::from_secs(10), "node has the 6 posts", || async {
+            try_full_history(&ci, ROOM).await.ok().as_ref() == Some(&expected)
+        })
+        .await;
+    }
+    tc.shutdown().await;
+}

@@ -13,8 +13,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use stoa_proto::ApiError;
@@ -48,6 +49,12 @@ pub enum PeerRequest {
     /// The sender's participants: its whole roster or the changes since the last report
     /// (see [`crate::domain::presence`]). The sender is the authenticated peer, never a field.
     Presence(Report),
+    /// Initialize a group of a forming cluster here, with these members, so that this node is
+    /// its first leader (see [`crate::formation`]).
+    Initialize {
+        group: GroupId,
+        members: Vec<(u64, String)>,
+    },
 }
 
 impl PeerRequest {
@@ -58,7 +65,8 @@ impl PeerRequest {
             | PeerRequest::Vote { group, .. }
             | PeerRequest::Snapshot { group, .. }
             | PeerRequest::Propose { group, .. }
-            | PeerRequest::ForwardPosts { group, .. } => Some(*group),
+            | PeerRequest::ForwardPosts { group, .. }
+            | PeerRequest::Initialize { group, .. } => Some(*group),
             PeerRequest::Presence(_) => None,
         }
     }
@@ -77,6 +85,8 @@ pub enum PeerResponse {
     Posted(Result<Vec<Result<PostOutcome, ApiError>>, ProposeError>),
     /// How a presence report was taken.
     Presence(Ack),
+    /// Whether the group is initialized here now.
+    Initialized(Result<(), String>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -338,6 +348,7 @@ pub async fn serve(
     rafts: Arc<Vec<Raft>>,
     proposers: Vec<Proposer>,
     fanout: Fanout,
+    initial_members: Arc<BTreeMap<u64, BasicNode>>,
 ) {
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
@@ -351,6 +362,7 @@ pub async fn serve(
         let proposers = proposers.clone();
         let pool = pool.clone();
         let fanout = fanout.clone();
+        let initial_members = initial_members.clone();
         tokio::spawn(async move {
             let bytes = match recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await {
                 Ok(b) => b,
@@ -366,7 +378,7 @@ pub async fn serve(
                 Ok(PeerRequest::Presence(report)) => {
                     PeerResponse::Presence(fanout.receive_presence(from.0, report))
                 }
-                Ok(req) => handle(req, &rafts, &proposers).await,
+                Ok(req) => handle(req, &rafts, &proposers, &initial_members).await,
                 Err(e) => {
                     tracing::warn!(peer = %from, error = %e, "malformed peer request");
                     PeerResponse::Refused(format!("malformed request: {e}"))
@@ -383,7 +395,12 @@ pub async fn serve(
     }
 }
 
-async fn handle(req: PeerRequest, rafts: &[Raft], proposers: &[Proposer]) -> PeerResponse {
+async fn handle(
+    req: PeerRequest,
+    rafts: &[Raft],
+    proposers: &[Proposer],
+    initial_members: &BTreeMap<u64, BasicNode>,
+) -> PeerResponse {
     let Some(group) = req.group() else {
         return PeerResponse::Refused("not a request of a group".into());
     };
@@ -398,6 +415,9 @@ async fn handle(req: PeerRequest, rafts: &[Raft], proposers: &[Proposer]) -> Pee
         }
         PeerRequest::Propose { cmd, .. } => PeerResponse::Proposed(propose_local(raft, cmd).await),
         PeerRequest::Presence(_) => PeerResponse::Refused("presence is served by serve".into()),
+        PeerRequest::Initialize { members, .. } => PeerResponse::Initialized(
+            crate::formation::initialize_for_peer(raft, members, initial_members).await,
+        ),
         PeerRequest::ForwardPosts { group, posts } => {
             // Only the leader batches forwarded posts; a stale sender is told who leads now.
             let leader = raft.metrics().borrow().current_leader;
