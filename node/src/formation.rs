@@ -43,7 +43,8 @@ pub fn initial_members(config: &NodeConfig) -> BTreeMap<u64, BasicNode> {
     }
 }
 
-/// The node meant to lead `group` first: the members in id order, taken in turn.
+/// The node meant to lead `group` first: the members in id order, taken in turn (group `g` to
+/// the `g mod n`-th, counting from 0).
 pub fn preferred_leader(group: GroupId, members: &BTreeMap<u64, BasicNode>) -> Option<u64> {
     if members.is_empty() {
         return None;
@@ -82,9 +83,14 @@ pub async fn bootstrap_groups(
             Some(p) if config.cluster.spread_leaders && p != me => handoffs.push(tokio::spawn(
                 hand_off(raft.clone(), group, p, members.clone(), pool.clone()),
             )),
-            _ => initialize(raft, members.clone())
-                .await
-                .map_err(|e| format!("initializing {group}: {e}"))?,
+            _ => {
+                if let Err(e) = initialize(raft, members.clone()).await {
+                    for h in &handoffs {
+                        h.abort();
+                    }
+                    return Err(format!("initializing {group}: {e}"));
+                }
+            }
         }
     }
     Ok(handoffs)
@@ -151,11 +157,15 @@ pub async fn initialize_for_peer(
         .map_err(|e| e.to_string())
 }
 
-/// `Raft::initialize`, where finding the group initialized already is success.
+/// `Raft::initialize`, where finding the group initialized already is success (asked first:
+/// openraft logs a refused initialization as an error).
 async fn initialize(
     raft: &Raft,
     members: BTreeMap<u64, BasicNode>,
 ) -> Result<(), RaftError<u64, InitializeError<u64, BasicNode>>> {
+    if raft.is_initialized().await.unwrap_or(false) {
+        return Ok(());
+    }
     match raft.initialize(members).await {
         Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
         Err(e) => Err(e),

@@ -286,7 +286,14 @@ async fn t20_a_subscriber_on_a_node_that_installs_a_snapshot_misses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t20_spread_leaders_gives_each_group_its_own_first_leader() {
     init_tracing();
-    let tc = TestCluster::start_with(3, |c| c.cluster.spread_leaders = true).await;
+    // Long election timeouts: the test reads the current leaders, so a re-election on a busy
+    // machine must not come before it looks.
+    let tc = TestCluster::start_with(3, |c| {
+        c.cluster.spread_leaders = true;
+        c.raft.election_timeout_min_ms = 2000;
+        c.raft.election_timeout_max_ms = 4000;
+    })
+    .await;
     // Group g's first leader is node g % 3 + 1 (ids in order): meta on 1, shard 1 on 2, shard 2
     // on 3, each initialized by that node at the bootstrapping node's request.
     let leaders = |i: usize| -> Vec<Option<u64>> {
@@ -303,21 +310,34 @@ async fn t20_spread_leaders_gives_each_group_its_own_first_leader() {
     )
     .await;
 
-    info!("--- posts commit through every leader and every node serves them");
+    info!("--- posts commit through both shard leaders and every node serves them");
+    let rooms = tc.rooms(&["north", "south", "east", "west"]).await;
+    let node = tc.cluster.nodes[0].as_ref().expect("running");
+    let shards: std::collections::BTreeSet<u32> = rooms
+        .iter()
+        .filter_map(|r| node.ctx.meta.read(|m| m.room(r).map(|r| r.shard)))
+        .collect();
+    assert_eq!(shards.len(), 2, "the rooms lie in both shards");
     let c = tc.client(0).await;
-    for i in 0..6 {
-        c.post_with_id(ROOM, &format!("m{i}"), &format!("m{i}"), false)
-            .await
-            .expect("post");
+    for room in &rooms {
+        for i in 0..3 {
+            c.post_with_id(room, &format!("m{i}"), &format!("{room}{i}"), false)
+                .await
+                .expect("post");
+        }
     }
-    let expected = full_history(&c, ROOM).await;
-    assert_eq!(expected.len(), 6);
-    for i in 1..3 {
-        let ci = tc.client(i).await;
-        eventually(Duration::from_secs(10), "node has the 6 posts", || async {
-            try_full_history(&ci, ROOM).await.ok().as_ref() == Some(&expected)
-        })
-        .await;
+    for room in &rooms {
+        let expected = full_history(&c, room).await;
+        assert_eq!(expected.len(), 3);
+        for i in 1..3 {
+            let ci = tc.client(i).await;
+            eventually(
+                Duration::from_secs(10),
+                "node has the room's posts",
+                || async { try_full_history(&ci, room).await.ok().as_ref() == Some(&expected) },
+            )
+            .await;
+        }
     }
     tc.shutdown().await;
 }
