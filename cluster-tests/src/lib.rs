@@ -4,7 +4,8 @@
 //!
 //! Layout:
 //! - here: [`TestCluster`] (start, stop/restart on the data directory, faults: one-way blocks,
-//!   isolation, partitions, delay, message loss, heal), [`full_history`], [`eventually`].
+//!   isolation, partitions, delay, message loss, heal), [`full_history`], [`eventually`],
+//!   [`next_delivered`], [`words_in`].
 //! - [`history`]: the history recorder and checker.
 //! - [`arbitrary`]: arbitrary values of any wire type from bytes, for property tests and fuzzing.
 //! - [`workload`]: recorded clients and a seeded posting workload feeding a [`history::History`].
@@ -532,6 +533,25 @@ pub async fn try_full_history(client: &Client, room: &str) -> Result<Vec<Message
             return Ok(out);
         }
         out.extend(page);
+    }
+}
+
+/// The next message of a client's event stream, within 10 s; panics if none comes or the
+/// client closes.
+pub async fn next_delivered(events: &mut stoa_client::EventStream) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("delivered within 10 s")
+        .expect("client open")
+}
+
+/// A moderation filter: the messages of `room` with any of `words`.
+pub fn words_in(room: &str, words: &[&str]) -> stoa_proto::MessageFilter {
+    stoa_proto::MessageFilter {
+        room: Some(room.into()),
+        keywords: words.iter().map(|w| w.to_string()).collect(),
+        matching: stoa_proto::KeywordMatch::Any,
+        ..Default::default()
     }
 }
 

@@ -1,4 +1,4 @@
-use cluster_tests::{assert_gap_free, full_history, init_tracing, TestCluster};
+use cluster_tests::{assert_gap_free, full_history, init_tracing, next_delivered, TestCluster};
 use std::time::Duration;
 use stoa_proto::{ErrorCode, Seq};
 use tracing::info;
@@ -92,10 +92,7 @@ async fn t10_join_history_and_errors() {
     c.post_with_id(ROOM, "live", "j-live", false)
         .await
         .expect("post");
-    let m = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("delivered")
-        .expect("open");
+    let m = next_delivered(&mut events).await;
     assert_eq!((m.seq, m.text.as_str()), (Seq(41), "live"));
 
     info!("--- typed errors: unknown room, oversized text, page over the limit");
@@ -198,10 +195,7 @@ async fn t10_metrics_count_posts_deliveries_and_raft_progress() {
         poster.post(ROOM, &format!("m{i}")).await.expect("post");
     }
     for _ in 0..10 {
-        tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("delivered")
-            .expect("stream open");
+        next_delivered(&mut events).await;
     }
 
     info!("--- every node applied the 10 posts; node 2 delivered them to its subscriber");

@@ -1,5 +1,6 @@
 use cluster_tests::{
-    assert_gap_free, eventually, full_history, init_tracing, try_full_history, TestCluster,
+    assert_gap_free, eventually, full_history, init_tracing, try_full_history, words_in,
+    TestCluster,
 };
 use std::time::Duration;
 use tracing::info;
@@ -11,19 +12,11 @@ async fn t20_stopped_node_restarts_from_its_data_and_catches_up() {
     init_tracing();
     let mut tc = TestCluster::start(3).await;
     let c = tc.client(0).await;
-    for i in 0..10 {
-        c.post_with_id(ROOM, &format!("before {i}"), &format!("b{i}"), false)
-            .await
-            .expect("post");
-    }
+    post_series(&c, "before", "b", 0..10).await;
 
     info!("--- node 3 stops; the two others keep committing");
     tc.cluster.stop(2).await;
-    for i in 0..30 {
-        c.post_with_id(ROOM, &format!("while down {i}"), &format!("d{i}"), false)
-            .await
-            .expect("post with node 3 down");
-    }
+    post_series(&c, "while down", "d", 0..30).await;
 
     info!("--- node 3 restarts on its data directory and catches up");
     tc.cluster.restart(2).await.expect("restart");
@@ -95,6 +88,36 @@ async fn assert_every_node_has(tc: &TestCluster, expected: &[stoa_proto::Message
     }
 }
 
+/// Three nodes that snapshot every 20 entries, keep 5 after it and cut 64 KiB log segments: a
+/// few hundred posts compact the log many times over and leave whole segments to delete.
+async fn compacting_cluster() -> TestCluster {
+    TestCluster::start_with(3, |c| {
+        c.raft.snapshot_logs_since_last = 20;
+        c.raft.logs_kept_after_snapshot = 5;
+        c.raft.log_segment_bytes = 64 << 10;
+    })
+    .await
+}
+
+/// Post `"{text} {i}"` to the room for each `i` of `range`, with client id `"{id}{i}"`.
+async fn post_series(c: &stoa_client::Client, text: &str, id: &str, range: std::ops::Range<u32>) {
+    for i in range {
+        c.post_with_id(ROOM, &format!("{text} {i}"), &format!("{id}{i}"), false)
+            .await
+            .unwrap_or_else(|e| panic!("post {id}{i}: {e}"));
+    }
+}
+
+/// Wait until node 1 has compacted its log far enough to delete its first segment.
+async fn first_segment_deleted(tc: &TestCluster) {
+    eventually(
+        Duration::from_secs(30),
+        "node 1 deletes its first log segment once it is compacted",
+        || async { !log_segments(tc, 0).contains(&"00000001.wal".to_string()) },
+    )
+    .await;
+}
+
 /// Segment files of node `i`'s Raft log (0-based node index).
 fn log_segments(tc: &TestCluster, i: usize) -> Vec<String> {
     let dir = tc
@@ -114,37 +137,17 @@ fn log_segments(tc: &TestCluster, i: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t20_compacted_logs_a_node_behind_catches_up_by_snapshot_and_restarts_keep_history() {
     init_tracing();
-    // Snapshot every 20 entries, keep 5 after it, 64 KiB log segments: a few hundred posts
-    // compact the log many times over and leave whole segments to delete.
-    let mut tc = TestCluster::start_with(3, |c| {
-        c.raft.snapshot_logs_since_last = 20;
-        c.raft.logs_kept_after_snapshot = 5;
-        c.raft.log_segment_bytes = 64 << 10;
-    })
-    .await;
+    let mut tc = compacting_cluster().await;
     let c = tc.client(0).await;
-    for i in 0..10 {
-        c.post_with_id(ROOM, &format!("before {i}"), &format!("b{i}"), false)
-            .await
-            .expect("post");
-    }
+    post_series(&c, "before", "b", 0..10).await;
 
     info!("--- node 3 stops; the others commit and compact far past what it has");
     tc.cluster.stop(2).await;
     let text = "x".repeat(1000);
-    for i in 0..400 {
-        c.post_with_id(ROOM, &format!("{text} {i}"), &format!("d{i}"), false)
-            .await
-            .expect("post with node 3 down");
-    }
+    post_series(&c, &text, "d", 0..400).await;
     let expected = full_history(&c, ROOM).await;
     assert_eq!(expected.len(), 410);
-    eventually(
-        Duration::from_secs(30),
-        "node 1 deletes its first log segment once it is compacted",
-        || async { !log_segments(&tc, 0).contains(&"00000001.wal".to_string()) },
-    )
-    .await;
+    first_segment_deleted(&tc).await;
 
     info!("--- node 3 restarts: the entries it lacks are gone from every log, so a snapshot");
     tc.cluster.restart(2).await.expect("restart");
@@ -177,20 +180,11 @@ async fn t20_compacted_logs_a_node_behind_catches_up_by_snapshot_and_restarts_ke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t20_a_subscriber_on_a_node_that_installs_a_snapshot_misses_nothing() {
-    use stoa_proto::{KeywordMatch, MessageFilter, ModerateOp, ModerationAction};
+    use stoa_proto::{ModerateOp, ModerationAction};
     init_tracing();
-    let tc = TestCluster::start_with(3, |c| {
-        c.raft.snapshot_logs_since_last = 20;
-        c.raft.logs_kept_after_snapshot = 5;
-        c.raft.log_segment_bytes = 64 << 10;
-    })
-    .await;
+    let tc = compacting_cluster().await;
     let c = tc.client(0).await;
-    for i in 0..10 {
-        c.post_with_id(ROOM, &format!("before {i}"), &format!("b{i}"), false)
-            .await
-            .expect("post");
-    }
+    post_series(&c, "before", "b", 0..10).await;
     let sub = tc.client(2).await;
     // Node 3 learns of the last commit a moment after node 1 acknowledged it.
     eventually(
@@ -213,41 +207,20 @@ async fn t20_a_subscriber_on_a_node_that_installs_a_snapshot_misses_nothing() {
     info!("--- node 3 is cut off from its peers (its client stays); the others compact past it");
     tc.isolate(2);
     let text = "x".repeat(1000);
-    for i in 0..300 {
-        let t = if i == 7 {
-            "marker".to_string()
-        } else {
-            format!("{text} {i}")
-        };
-        c.post_with_id(ROOM, &t, &format!("d{i}"), false)
-            .await
-            .expect("post with node 3 cut off");
-    }
+    post_series(&c, &text, "d", 0..7).await;
+    post_series(&c, "marker", "d", 7..8).await;
+    post_series(&c, &text, "d", 8..300).await;
     // Changed while node 3 cannot see it: the subscriber learns it from the installed state.
     let removed = c
         .moderate(ModerateOp::Messages {
-            filter: MessageFilter {
-                room: Some(ROOM.into()),
-                keywords: vec!["marker".into()],
-                matching: KeywordMatch::Any,
-                ..Default::default()
-            },
+            filter: words_in(ROOM, &["marker"]),
             action: ModerationAction::Remove,
         })
         .await
         .expect("moderate");
     assert_eq!(removed, 1);
-    for i in 300..400 {
-        c.post_with_id(ROOM, &format!("{text} {i}"), &format!("d{i}"), false)
-            .await
-            .expect("post with node 3 cut off");
-    }
-    eventually(
-        Duration::from_secs(30),
-        "node 1 deletes its first log segment once it is compacted",
-        || async { !log_segments(&tc, 0).contains(&"00000001.wal".to_string()) },
-    )
-    .await;
+    post_series(&c, &text, "d", 300..400).await;
+    first_segment_deleted(&tc).await;
     let expected = full_history(&c, ROOM).await;
     assert_eq!(expected.len(), 410);
 

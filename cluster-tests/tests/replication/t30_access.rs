@@ -1,4 +1,4 @@
-use cluster_tests::{init_tracing, TestCluster};
+use cluster_tests::{init_tracing, next_delivered, TestCluster};
 use std::time::Duration;
 use stoa_node::domain::meta::MetaCommand;
 use stoa_node::raft::{Command, CommandResult, GroupId};
@@ -46,10 +46,7 @@ async fn t30_disabling_a_room_ends_live_delivery_everywhere_and_refuses_posts() 
     a3.post_with_id(ROOM, "before", "b1", false)
         .await
         .expect("post");
-    let m = tokio::time::timeout(Duration::from_secs(10), e2.next())
-        .await
-        .expect("delivered")
-        .expect("open");
+    let m = next_delivered(&mut e2).await;
     assert_eq!(m.text, "before");
 
     info!("--- the administrator disables the room: both connections are told, posts are refused");

@@ -2,13 +2,13 @@
 
 use bytes::Bytes;
 use cluster_tests::raw::{self, Next, RawConn, Transport};
-use cluster_tests::{init_tracing, TestCluster};
+use cluster_tests::{init_tracing, next_delivered, words_in, TestCluster};
 use std::time::Duration;
 use stoa_client::{Client, ErrorCode, Seq};
 use stoa_proto::{
-    CategorySpec, Event, Invitations, KeywordMatch, Message, MessageFilter, MessageQuery,
-    ModerateOp, Moderation, ModerationAction, Principal, Privacy, Request, Response, RoomSpec,
-    RoomType, ServerFrame, SettingsChange, DEFAULT_REPLACEMENT,
+    CategorySpec, Event, Invitations, Message, MessageFilter, MessageQuery, ModerateOp, Moderation,
+    ModerationAction, Principal, Privacy, Request, Response, RoomSpec, RoomType, ServerFrame,
+    SettingsChange, DEFAULT_REPLACEMENT,
 };
 use tracing::info;
 
@@ -130,10 +130,7 @@ async fn t40_moderation_reaches_live_clients_history_and_search_on_every_node() 
             .expect("post");
     }
     for _ in 0..4 {
-        tokio::time::timeout(Duration::from_secs(10), bob_events.next())
-            .await
-            .expect("delivered")
-            .expect("open");
+        next_delivered(&mut bob_events).await;
     }
 
     info!("--- authors cannot moderate");
@@ -152,12 +149,7 @@ async fn t40_moderation_reaches_live_clients_history_and_search_on_every_node() 
     info!("--- the administrator replaces every message with 'secret', through node 1");
     let n = admin
         .moderate(ModerateOp::Messages {
-            filter: MessageFilter {
-                room: Some("town".into()),
-                keywords: vec!["secret".into()],
-                matching: KeywordMatch::Any,
-                ..Default::default()
-            },
+            filter: words_in("town", &["secret"]),
             action: ModerationAction::Replace { text: None },
         })
         .await
@@ -298,12 +290,7 @@ async fn t40_a_resume_after_many_moderations_gets_them_all_in_pages() {
     for word in ["word0", "word1", "word2"] {
         let n = admin
             .moderate(ModerateOp::Messages {
-                filter: MessageFilter {
-                    room: Some("town".into()),
-                    keywords: vec![word.into()],
-                    matching: KeywordMatch::Any,
-                    ..Default::default()
-                },
+                filter: words_in("town", &[word]),
                 action: ModerationAction::Remove,
             })
             .await
@@ -360,10 +347,7 @@ async fn t40_joining_a_long_room_that_keeps_no_history_goes_live_from_now() {
         .post_with_id("now", "after", "a0", false)
         .await
         .expect("post");
-    let live = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("delivered")
-        .expect("open");
+    let live = next_delivered(&mut events).await;
     assert!(format!("{live:?}").contains("after"), "{live:?}");
     tc.shutdown().await;
 }
